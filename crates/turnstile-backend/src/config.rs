@@ -1,0 +1,111 @@
+//! What a backend is built from.
+
+use std::time::Duration;
+
+use turnstile_actor::MailboxConfig;
+
+use crate::SimulatedWork;
+
+/// The backend designs Turnstile can switch between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// One actor owns every key.
+    Actor,
+    /// N actors, each key routed to one by a stable hash.
+    Sharded,
+    /// A concurrent map of atomic states; no actor.
+    Concurrent,
+}
+
+impl BackendKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [Self; 3] = [Self::Actor, Self::Sharded, Self::Concurrent];
+
+    /// The kind's name, as configured and as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Actor => "actor",
+            Self::Sharded => "sharded",
+            Self::Concurrent => "concurrent",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything needed to build a backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Which design.
+    pub kind: BackendKind,
+    /// Number of shards (sharded backend only).
+    pub shards: usize,
+    /// Each actor's mailbox (actor and sharded backends).
+    pub mailbox: MailboxConfig,
+    /// How long a caller waits for an actor's reply, like `GenServer.call`'s timeout.
+    pub call_timeout: Duration,
+    /// The most keys held at once, across all policies (and, for the sharded backend, all
+    /// shards: each shard holds at most its even share, rounded up).
+    pub max_keys: usize,
+    /// How often expired keys are swept.
+    pub sweep_interval: Duration,
+    /// Optional work performed inside the state owner on every check.
+    pub simulated_work: Option<SimulatedWork>,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            kind: BackendKind::Concurrent,
+            shards: 16,
+            mailbox: MailboxConfig::bounded(1024),
+            call_timeout: Duration::from_secs(5),
+            max_keys: 1_000_000,
+            sweep_interval: Duration::from_secs(10),
+            simulated_work: None,
+        }
+    }
+}
+
+/// A configuration no backend can be built from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// `shards` was zero.
+    #[error("shards must be at least 1")]
+    ZeroShards,
+    /// `max_keys` was zero.
+    #[error("max_keys must be at least 1")]
+    ZeroMaxKeys,
+    /// A bounded mailbox of capacity zero.
+    #[error("mailbox_capacity must be at least 1")]
+    ZeroMailbox,
+    /// A zero call timeout or sweep interval.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+}
+
+impl BackendConfig {
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        if self.shards == 0 {
+            return Err(BuildError::ZeroShards);
+        }
+        if self.max_keys == 0 {
+            return Err(BuildError::ZeroMaxKeys);
+        }
+        if let MailboxConfig::Bounded { capacity: 0, .. } = self.mailbox {
+            return Err(BuildError::ZeroMailbox);
+        }
+        if self.call_timeout.is_zero() {
+            return Err(BuildError::ZeroDuration("call_timeout"));
+        }
+        if self.sweep_interval.is_zero() {
+            return Err(BuildError::ZeroDuration("sweep_interval"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! The single-owner key table an actor keeps: a plain hash map, no synchronisation, because
+//! exactly one task ever touches it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use turnstile_core::{Decision, Policy, State, is_expired};
+
+use crate::CheckError;
+
+/// A table full of live keys is swept at most this many times per sweep interval, so a spray of
+/// new keys against a full table does not rescan the whole table on every request.
+const FORCED_SWEEPS_PER_INTERVAL: u32 = 10;
+
+/// When sweeping can free something, and how often a full table may force a sweep.
+///
+/// Shared by the actor table and the concurrent table so both keep the same memory contract.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SweepSchedule {
+    /// No key in the table expires before this. A lower bound: checks only ever move a key's
+    /// state later, and every insert lowers it to the new key's state if earlier.
+    pub(crate) earliest_expiry_ns: u64,
+    /// The earliest time a full table may sweep again.
+    pub(crate) next_forced_sweep_ns: u64,
+    pub(crate) forced_sweep_gap_ns: u64,
+}
+
+impl SweepSchedule {
+    pub(crate) fn new(sweep_interval: Duration) -> Self {
+        let gap = sweep_interval / FORCED_SWEEPS_PER_INTERVAL;
+        Self {
+            earliest_expiry_ns: u64::MAX,
+            next_forced_sweep_ns: 0,
+            forced_sweep_gap_ns: u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether a sweep at `now_ns` can remove anything.
+    pub(crate) fn anything_expired(&self, now_ns: u64) -> bool {
+        self.earliest_expiry_ns <= now_ns
+    }
+
+    /// Whether a full table should sweep now (and, if so, records that it did).
+    pub(crate) fn take_forced_sweep(&mut self, now_ns: u64) -> bool {
+        if self.anything_expired(now_ns) && now_ns >= self.next_forced_sweep_ns {
+            self.next_forced_sweep_ns = now_ns.saturating_add(self.forced_sweep_gap_ns);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-key states owned by one actor.
+pub(crate) struct KeyTable {
+    states: HashMap<Box<[u8]>, State, ahash::RandomState>,
+    max_keys: usize,
+    schedule: SweepSchedule,
+}
+
+impl KeyTable {
+    pub(crate) fn new(max_keys: usize, sweep_interval: Duration) -> Self {
+        Self {
+            states: HashMap::default(),
+            max_keys,
+            schedule: SweepSchedule::new(sweep_interval),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Decides and records one check.
+    pub(crate) fn check(
+        &mut self,
+        key: &[u8],
+        policy: &Policy,
+        cost: u32,
+        now_ns: u64,
+    ) -> Result<Decision, CheckError> {
+        if let Some(state) = self.states.get_mut(key) {
+            let verdict = policy.check(*state, now_ns, cost)?;
+            if let Some(new_state) = verdict.new_state {
+                *state = new_state;
+            }
+            return Ok(verdict.decision);
+        }
+        let verdict = policy.check(0, now_ns, cost)?;
+        if let Some(new_state) = verdict.new_state {
+            if self.states.len() >= self.max_keys {
+                if self.schedule.take_forced_sweep(now_ns) {
+                    self.sweep(now_ns);
+                }
+                if self.states.len() >= self.max_keys {
+                    return Err(CheckError::TableFull {
+                        max_keys: self.max_keys,
+                    });
+                }
+            }
+            self.states.insert(key.into(), new_state);
+            self.schedule.earliest_expiry_ns = self.schedule.earliest_expiry_ns.min(new_state);
+        }
+        Ok(verdict.decision)
+    }
+
+    /// Removes every expired key if any can have expired; returns how many were removed.
+    pub(crate) fn sweep_if_due(&mut self, now_ns: u64) -> usize {
+        if self.schedule.anything_expired(now_ns) {
+            self.sweep(now_ns)
+        } else {
+            0
+        }
+    }
+
+    fn sweep(&mut self, now_ns: u64) -> usize {
+        let before = self.states.len();
+        let mut earliest = u64::MAX;
+        self.states.retain(|_, state| {
+            let keep = !is_expired(*state, now_ns);
+            if keep {
+                earliest = earliest.min(*state);
+            }
+            keep
+        });
+        self.schedule.earliest_expiry_ns = earliest;
+        before - self.states.len()
+    }
+}
