@@ -90,7 +90,8 @@ pub enum BuildError {
 }
 
 impl BackendConfig {
-    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+    /// Checks the numbers a backend cannot be built from.
+    pub fn validate(&self) -> Result<(), BuildError> {
         if self.shards == 0 {
             return Err(BuildError::ZeroShards);
         }

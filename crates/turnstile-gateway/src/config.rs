@@ -1,0 +1,332 @@
+//! Configuration, layered: built-in defaults < TOML file (`--config`) < environment
+//! (`TURNSTILE_*`, nested keys joined by `__`) < command-line flags.
+//!
+//! Extraction is done by figment and serde, so a wrong type or an unknown variant is reported
+//! with the offending key, where it came from, and the valid values. [`Config::validate`] then
+//! checks what serde cannot (a limit of zero, a policy name that does not exist), naming the
+//! field the same way.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use turnstile_backend::{BackendConfig, BackendKind, FullPolicy, MailboxConfig, SimulatedWork};
+
+/// Everything the gateway is configured with. See the README's configuration reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Which backend owns the rate-limit state.
+    pub backend: BackendKind,
+    /// Number of actors for the sharded backend.
+    pub shards: usize,
+    /// Each actor's mailbox capacity.
+    pub mailbox_capacity: usize,
+    /// What a caller does when an actor's mailbox is full.
+    pub mailbox_when_full: MailboxWhenFull,
+    /// DEMONSTRATION ONLY: give actors unbounded mailboxes (see the README).
+    pub mailbox_unbounded: bool,
+    /// How long a check waits for an actor's reply (`GenServer.call`'s timeout).
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// The most keys held at once, across all policies.
+    pub max_keys: usize,
+    /// How often expired keys are swept.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Optional work done inside the state owner on every check, to make serialization visible.
+    pub simulated_work: Option<SimulatedWork>,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Also send the older `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` headers.
+    pub legacy_ratelimit_headers: bool,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed. Default: nobody.
+    pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 clients are limited per prefix of this length (a /64 is one subscriber's).
+    pub ipv6_prefix_len: u8,
+    /// The demo gateway route (every path not otherwise routed).
+    pub gateway: GatewayRoute,
+    /// The `/v1/forward-auth` endpoint for proxies' external-auth hooks.
+    pub forward_auth: ForwardAuth,
+    /// Named policies.
+    pub policies: BTreeMap<String, PolicyConfig>,
+}
+
+/// What a caller does when an actor's mailbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxWhenFull {
+    /// Fail the check at once (`mailbox_full`).
+    Reject,
+    /// Wait for room, within the call timeout.
+    Wait,
+}
+
+/// The demo gateway route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRoute {
+    /// The policy applied per client IP.
+    pub policy: String,
+}
+
+/// The forward-auth endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuth {
+    /// The policy applied.
+    pub policy: String,
+    /// Limit by this request header's value instead of the client IP (e.g. `x-api-key`).
+    pub key_header: Option<String>,
+    /// Status answered when denied: 429 by default; nginx's `auth_request` needs 403.
+    pub deny_status: u16,
+}
+
+/// One named policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Requests admitted per period.
+    pub limit: u32,
+    /// The period (`1s`, `1m`, `500ms`).
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Requests admitted at once from idle; defaults to `limit`.
+    pub burst: Option<u32>,
+    /// What to answer when the backend drops a check under this policy.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+/// What the gateway answers when a check is dropped (crash, full mailbox, timeout, …).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Admit the request, and count the drop: an outage of the limiter does not become an
+    /// outage of the service behind it.
+    #[default]
+    Open,
+    /// Refuse the request with 503 and a JSON error naming the reason.
+    Closed,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let backend = BackendConfig::default();
+        let policy = |limit, period, burst| PolicyConfig {
+            limit,
+            period,
+            burst: Some(burst),
+            failure_mode: FailureMode::Open,
+        };
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backend: backend.kind,
+            shards: backend.shards,
+            mailbox_capacity: 1024,
+            mailbox_when_full: MailboxWhenFull::Reject,
+            mailbox_unbounded: false,
+            call_timeout: backend.call_timeout,
+            max_keys: backend.max_keys,
+            sweep_interval: backend.sweep_interval,
+            simulated_work: None,
+            shutdown_grace: Duration::from_secs(10),
+            body_limit_bytes: 4096,
+            legacy_ratelimit_headers: false,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix_len: 64,
+            gateway: GatewayRoute {
+                policy: "default".into(),
+            },
+            forward_auth: ForwardAuth {
+                policy: "default".into(),
+                key_header: None,
+                deny_status: 429,
+            },
+            policies: BTreeMap::from([
+                ("default".into(), policy(100, Duration::from_secs(1), 50)),
+                ("login".into(), policy(5, Duration::from_secs(60), 5)),
+            ]),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// Extraction failed (bad type, unknown key, unknown variant): figment names key and source.
+    #[error("invalid configuration: {0}")]
+    Extract(#[from] Box<figment::Error>),
+    /// A value has the right type but is not acceptable.
+    #[error("invalid configuration: `{field}`: {problem}")]
+    Invalid {
+        /// The field, as a dotted path (`policies.login.limit`).
+        field: String,
+        /// What is wrong and what would be valid.
+        problem: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration: defaults, then `file` (if given), then `TURNSTILE_*`
+    /// environment variables, then `overrides` (the command line), and validates it.
+    pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed("TURNSTILE_")
+                    .split("__")
+                    // Read by the binary itself, not configuration keys.
+                    .ignore(&["config", "log"]),
+            )
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.policies.is_empty() {
+            return Err(invalid("policies", "at least one policy must be defined"));
+        }
+        if self.policies.len() > usize::from(u16::MAX) {
+            return Err(invalid("policies", "at most 65535 policies"));
+        }
+        for (name, policy) in &self.policies {
+            self.policy(name, policy, 0)?;
+        }
+        let known = || self.policies.keys().cloned().collect::<Vec<_>>().join(", ");
+        for (field, name) in [
+            ("gateway.policy", &self.gateway.policy),
+            ("forward_auth.policy", &self.forward_auth.policy),
+        ] {
+            if !self.policies.contains_key(name) {
+                return Err(invalid(
+                    field,
+                    format!("unknown policy `{name}`; defined policies: {}", known()),
+                ));
+            }
+        }
+        if !(400..=599).contains(&self.forward_auth.deny_status) {
+            return Err(invalid(
+                "forward_auth.deny_status",
+                format!(
+                    "{} is not an error status; use 400-599 (429 by default, 403 for nginx auth_request)",
+                    self.forward_auth.deny_status
+                ),
+            ));
+        }
+        if let Some(header) = &self.forward_auth.key_header
+            && axum::http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        {
+            return Err(invalid(
+                "forward_auth.key_header",
+                format!("`{header}` is not a valid HTTP header name"),
+            ));
+        }
+        if self.ipv6_prefix_len == 0 || self.ipv6_prefix_len > 128 {
+            return Err(invalid("ipv6_prefix_len", "must be between 1 and 128"));
+        }
+        if self.body_limit_bytes < 64 {
+            return Err(invalid("body_limit_bytes", "must be at least 64"));
+        }
+        if let Some(work) = &self.simulated_work
+            && work.duration > Duration::from_secs(60)
+        {
+            return Err(invalid("simulated_work.duration", "must be at most 60s"));
+        }
+        self.backend_config()
+            .validate_for_gateway()
+            .map_err(|(field, problem)| invalid(field, problem))
+    }
+
+    /// Builds policy number `id` from its configuration, naming the field on error.
+    pub(crate) fn policy(
+        &self,
+        name: &str,
+        policy: &PolicyConfig,
+        id: u16,
+    ) -> Result<turnstile_core::Policy, ConfigError> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(invalid(
+                format!("policies.{name}"),
+                "policy names use only letters, digits, `_` and `-`",
+            ));
+        }
+        let burst = policy.burst.unwrap_or(policy.limit);
+        turnstile_core::Policy::new(id, policy.limit, policy.period, burst)
+            .map_err(|error| invalid(format!("policies.{name}"), error.to_string()))
+    }
+
+    /// The backend part of the configuration.
+    pub fn backend_config(&self) -> BackendConfig {
+        let mailbox = if self.mailbox_unbounded {
+            MailboxConfig::Unbounded
+        } else {
+            MailboxConfig::Bounded {
+                capacity: self.mailbox_capacity,
+                when_full: match self.mailbox_when_full {
+                    MailboxWhenFull::Reject => FullPolicy::Reject,
+                    MailboxWhenFull::Wait => FullPolicy::Wait,
+                },
+            }
+        };
+        BackendConfig {
+            kind: self.backend,
+            shards: self.shards,
+            mailbox,
+            call_timeout: self.call_timeout,
+            max_keys: self.max_keys,
+            sweep_interval: self.sweep_interval,
+            simulated_work: self.simulated_work,
+        }
+    }
+}
+
+/// Maps the backend's own validation onto configuration field names.
+trait ValidateForGateway {
+    fn validate_for_gateway(&self) -> Result<(), (&'static str, String)>;
+}
+
+impl ValidateForGateway for BackendConfig {
+    fn validate_for_gateway(&self) -> Result<(), (&'static str, String)> {
+        use turnstile_backend::BuildError;
+        self.validate().map_err(|error| {
+            let field = match &error {
+                BuildError::ZeroShards => "shards",
+                BuildError::ZeroMaxKeys => "max_keys",
+                BuildError::ZeroMailbox => "mailbox_capacity",
+                BuildError::ZeroDuration(field) => field,
+            };
+            (field, error.to_string())
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! The `turnstile` binary: parse flags, load the layered configuration, serve until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde::Serialize;
+use turnstile_gateway::{Application, Config, shutdown_signal};
+
+/// Turnstile: an HTTP rate limiter with switchable backends (actor, sharded, concurrent).
+///
+/// Every flag overrides the same setting from the environment (`TURNSTILE_*`) and the config
+/// file; see the README's configuration reference for all settings.
+#[derive(Debug, Parser, Serialize)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "TURNSTILE_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+
+    /// Which backend owns the rate-limit state [default: concurrent].
+    #[arg(long, value_parser = ["actor", "sharded", "concurrent"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+
+    /// Number of actors for the sharded backend [default: 16].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<usize>,
+
+    /// Each actor's mailbox capacity [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mailbox_capacity: Option<usize>,
+
+    /// How long a check waits for an actor's reply, e.g. 5s [default: 5s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_timeout: Option<String>,
+
+    /// The most keys held at once [default: 1000000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_keys: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TURNSTILE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match Config::load(cli.config.as_deref(), &cli) {
+        Ok(config) => config,
+        Err(error) => {
+            // A bad configuration is the operator's to fix: say what, and exit non-zero.
+            eprintln!("turnstile: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("turnstile: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(config: Config) -> anyhow::Result<()> {
+    let backend = config.backend;
+    let application = Application::build(config).await?;
+    tracing::info!(address = %application.local_addr()?, %backend, "turnstile listening");
+    application.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}

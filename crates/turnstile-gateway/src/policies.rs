@@ -1,0 +1,58 @@
+//! The named policies, resolved at start-up with everything the request path needs.
+
+use std::collections::HashMap;
+
+use axum::http::HeaderValue;
+use turnstile_core::Policy;
+
+use crate::config::{Config, ConfigError, FailureMode};
+use crate::metrics::{Metrics, PolicyCounters};
+
+/// A policy with its name, failure mode, header value and counters.
+pub(crate) struct NamedPolicy {
+    pub(crate) name: String,
+    pub(crate) policy: Policy,
+    pub(crate) failure_mode: FailureMode,
+    pub(crate) policy_header: HeaderValue,
+    pub(crate) counters: PolicyCounters,
+}
+
+/// Every configured policy, by name.
+pub(crate) struct PolicySet {
+    policies: Vec<NamedPolicy>,
+    by_name: HashMap<String, usize>,
+}
+
+impl PolicySet {
+    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Self, ConfigError> {
+        let mut policies = Vec::with_capacity(config.policies.len());
+        let mut by_name = HashMap::with_capacity(config.policies.len());
+        for (id, (name, policy_config)) in config.policies.iter().enumerate() {
+            let id = u16::try_from(id).map_err(|_| ConfigError::Invalid {
+                field: "policies".into(),
+                problem: "at most 65535 policies".into(),
+            })?;
+            let policy = config.policy(name, policy_config, id)?;
+            by_name.insert(name.clone(), policies.len());
+            policies.push(NamedPolicy {
+                name: name.clone(),
+                policy_header: crate::headers::policy_header(name, policy.limit(), policy.period()),
+                counters: metrics.policy_counters(name),
+                failure_mode: policy_config.failure_mode,
+                policy,
+            });
+        }
+        Ok(Self { policies, by_name })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&NamedPolicy> {
+        self.by_name.get(name).map(|&index| &self.policies[index])
+    }
+
+    /// The names, for error messages.
+    pub(crate) fn names(&self) -> String {
+        let mut names: Vec<_> = self.policies.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        names.join(", ")
+    }
+}

@@ -1,0 +1,330 @@
+//! The HTTP routes: `/v1/check`, `/v1/forward-auth`, the gateway demo route (every other path),
+//! and the operational endpoints.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use turnstile_backend::{CheckError, MAX_KEY_LEN};
+use turnstile_core::Decision;
+
+use crate::AppState;
+use crate::config::FailureMode;
+use crate::error::ApiError;
+use crate::metrics::{CheckOutcome, Metrics};
+use crate::policies::NamedPolicy;
+
+/// Marks a response that was admitted without a decision because the backend dropped the check
+/// and the policy fails open; the value is the drop reason.
+static DROPPED_HEADER: HeaderName = HeaderName::from_static("turnstile-dropped");
+
+/// What a check came to.
+enum Outcome {
+    Decided(Decision),
+    /// The backend dropped the check and the policy fails open: admitted, and counted.
+    AdmittedOnDrop(CheckError),
+}
+
+/// Runs one check through the backend, recording metrics, applying the failure mode.
+async fn decide(
+    state: &AppState,
+    key: &str,
+    policy: &NamedPolicy,
+    cost: u32,
+) -> Result<Outcome, ApiError> {
+    let started = Instant::now();
+    let result = state.backend.check(key, &policy.policy, cost).await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(decision) => {
+            let outcome = if decision.allowed {
+                CheckOutcome::Allowed
+            } else {
+                CheckOutcome::Limited
+            };
+            state.metrics.record_check(outcome, elapsed);
+            Metrics::record_decision(&policy.counters, decision.allowed);
+            Ok(Outcome::Decided(decision))
+        }
+        Err(error) if error.is_drop() => {
+            state.metrics.record_check(CheckOutcome::Dropped, elapsed);
+            state.metrics.record_drop(error.reason());
+            tracing::debug!(reason = error.reason(), policy = %policy.name, "check dropped");
+            match policy.failure_mode {
+                FailureMode::Open => Ok(Outcome::AdmittedOnDrop(error)),
+                FailureMode::Closed => Err(ApiError::Dropped(error)),
+            }
+        }
+        Err(error) => {
+            state.metrics.record_check(CheckOutcome::Invalid, elapsed);
+            Err(error.into())
+        }
+    }
+}
+
+/// The body of `POST /v1/check`. Borrowed where it can be, so a plain key costs no copy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow, default)]
+    policy: Option<Cow<'a, str>>,
+    #[serde(default)]
+    cost: Option<u32>,
+}
+
+/// The answer of `POST /v1/check`.
+#[derive(Serialize)]
+struct CheckResponse {
+    allowed: bool,
+    limit: u32,
+    remaining: u32,
+    reset_after_ms: u64,
+    retry_after_ms: Option<u64>,
+    /// Present only when the check was dropped and the policy failed open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped: Option<&'static str>,
+}
+
+fn millis_ceil(duration: std::time::Duration) -> u64 {
+    let millis = duration.as_millis();
+    let rounded = millis + u128::from(duration.as_nanos() % 1_000_000 != 0);
+    u64::try_from(rounded).unwrap_or(u64::MAX)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// `POST /v1/check`: a decision for an explicit key. A denial is a decision (200), not an error.
+pub(crate) async fn check(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                limit: state.body_limit_bytes,
+            }
+        } else {
+            ApiError::UnreadableBody(rejection.body_text())
+        }
+    })?;
+    let request: CheckRequest<'_> = serde_json::from_slice(&body).map_err(|error| {
+        if error.is_data() {
+            ApiError::InvalidField(error.to_string())
+        } else {
+            ApiError::InvalidJson(error.to_string())
+        }
+    })?;
+    if request.key.is_empty() {
+        return Err(ApiError::EmptyKey);
+    }
+    if request.key.len() > MAX_KEY_LEN {
+        return Err(ApiError::KeyTooLong {
+            len: request.key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    let policy_name = request.policy.as_deref().unwrap_or("default");
+    let policy = state
+        .policies
+        .get(policy_name)
+        .ok_or_else(|| ApiError::UnknownPolicy {
+            name: policy_name.to_owned(),
+            known: state.policies.names(),
+        })?;
+    let cost = request.cost.unwrap_or(1);
+    if cost > policy.policy.burst() {
+        return Err(ApiError::CostExceedsBurst {
+            cost,
+            burst: policy.policy.burst(),
+        });
+    }
+    let response = match decide(&state, &request.key, policy, cost).await? {
+        Outcome::Decided(decision) => CheckResponse {
+            allowed: decision.allowed,
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_after_ms: millis_ceil(decision.reset_after),
+            retry_after_ms: decision.retry_after.map(millis_ceil),
+            dropped: None,
+        },
+        Outcome::AdmittedOnDrop(error) => CheckResponse {
+            allowed: true,
+            limit: policy.policy.limit(),
+            remaining: 0,
+            reset_after_ms: 0,
+            retry_after_ms: None,
+            dropped: Some(error.reason()),
+        },
+    };
+    Ok(Json(response).into_response())
+}
+
+/// Which client-limited route is answering.
+#[derive(Clone, Copy)]
+enum ClientRoute {
+    ForwardAuth,
+    Gateway,
+}
+
+/// `ANY /v1/forward-auth`: for proxies' external-auth hooks (nginx `auth_request`, Traefik
+/// ForwardAuth, Envoy ext_authz): 200 when allowed, the configured deny status when not.
+pub(crate) async fn forward_auth(state: State<Arc<AppState>>, request: Parts) -> Response {
+    limit_client(state, request, ClientRoute::ForwardAuth).await
+}
+
+/// Every other path: the demo gateway, limited per client IP.
+pub(crate) async fn gateway(state: State<Arc<AppState>>, request: Parts) -> Response {
+    limit_client(state, request, ClientRoute::Gateway).await
+}
+
+async fn limit_client(State(state): State<Arc<AppState>>, request: Parts, route: ClientRoute) -> Response {
+    match limit_client_inner(&state, &request, route).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn limit_client_inner(
+    state: &AppState,
+    request: &Parts,
+    route: ClientRoute,
+) -> Result<Response, ApiError> {
+    let (policy, deny_status) = match route {
+        ClientRoute::ForwardAuth => (&state.forward_auth_policy, state.forward_auth_deny_status),
+        ClientRoute::Gateway => (&state.gateway_policy, StatusCode::TOO_MANY_REQUESTS),
+    };
+    let policy = state.policies.get(policy).ok_or(ApiError::Internal)?;
+    let header_key;
+    let ip_key;
+    let key: &str = match (route, &state.forward_auth_key_header) {
+        (ClientRoute::ForwardAuth, Some(name)) => {
+            header_key = request
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .filter(|value| !value.is_empty() && value.len() <= MAX_KEY_LEN)
+                .ok_or_else(|| ApiError::InvalidKeyHeader {
+                    header: name.to_string(),
+                })?;
+            header_key
+        }
+        _ => {
+            let peer = request
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| *peer)
+                // Only reachable if the router is served without connect info: our bug.
+                .ok_or(ApiError::Internal)?;
+            let ip = state.client_ip.client_ip(peer, &request.headers);
+            ip_key = state.client_ip.key_for(ip);
+            ip_key.as_str()
+        }
+    };
+    let mut response = match decide(state, key, policy, 1).await? {
+        Outcome::Decided(decision) => {
+            let mut response = if decision.allowed {
+                match route {
+                    ClientRoute::ForwardAuth => StatusCode::OK.into_response(),
+                    ClientRoute::Gateway => (StatusCode::OK, "ok\n").into_response(),
+                }
+            } else {
+                let retry_after_ms = decision.retry_after.map(millis_ceil);
+                let body = serde_json::json!({
+                    "error": "rate_limited",
+                    "message": format!("rate limit exceeded for policy `{}`", policy.name),
+                    "retry_after_ms": retry_after_ms,
+                });
+                (deny_status, Json(body)).into_response()
+            };
+            crate::headers::insert(
+                response.headers_mut(),
+                policy,
+                &decision,
+                state.legacy_ratelimit_headers,
+            );
+            response
+        }
+        Outcome::AdmittedOnDrop(error) => {
+            let mut response = StatusCode::OK.into_response();
+            response
+                .headers_mut()
+                .insert(DROPPED_HEADER.clone(), HeaderValue::from_static(error.reason()));
+            response
+        }
+    };
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `GET /healthz`: the process is up.
+pub(crate) async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: the backend can serve checks.
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let backend = state.backend.kind().as_str();
+    if state.backend.is_ready() {
+        Json(serde_json::json!({ "status": "ready", "backend": backend })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "backend": backend })),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .render(state.backend.keys_tracked())
+        .map_err(|error| {
+            tracing::error!(%error, "rendering metrics failed");
+            ApiError::Internal
+        })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// A known route asked with a method it does not serve.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
