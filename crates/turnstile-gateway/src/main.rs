@@ -54,6 +54,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TURNSTILE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
