@@ -101,7 +101,12 @@ async fn a_waiting_mailbox_waits_within_the_call_timeout() {
     // Calls finish at 1 s and 2 s; the third would finish at 3 s, past the 2.5 s timeout.
     assert_eq!(
         outcomes,
-        vec![Ok(0), Ok(10), Err(CallError::Timeout), Err(CallError::Timeout)]
+        vec![
+            Ok(0),
+            Ok(10),
+            Err(CallError::Timeout),
+            Err(CallError::Timeout)
+        ]
     );
 }
 
@@ -144,7 +149,16 @@ async fn a_crash_fails_the_caller_and_everything_queued_at_once() {
     let crashed = Err(CallError::Crashed);
     assert_eq!(
         outcomes,
-        vec![Ok(0), Ok(10), Ok(20), crashed, crashed, crashed, crashed, crashed]
+        vec![
+            Ok(0),
+            Ok(10),
+            Ok(20),
+            crashed,
+            crashed,
+            crashed,
+            crashed,
+            crashed
+        ]
     );
     // Nobody waited for a timeout: the failures arrived when the 4th call crashed, at 800 ms.
     assert_eq!(started.elapsed(), Duration::from_millis(800));

@@ -10,7 +10,9 @@ use turnstile_core::{Clock, Decision, Policy};
 
 use crate::state_key::StateKey;
 use crate::table::KeyTable;
-use crate::{Backend, BackendConfig, BackendKind, BoxFuture, CheckError, CheckFuture, SimulatedWork};
+use crate::{
+    Backend, BackendConfig, BackendKind, BoxFuture, CheckError, CheckFuture, SimulatedWork,
+};
 
 /// One check, as sent to the actor that owns the key.
 pub(crate) struct CheckCall {

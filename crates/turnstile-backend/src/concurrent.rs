@@ -12,7 +12,9 @@ use turnstile_core::{Clock, Decision, Policy, is_expired};
 use crate::state_key::StateKey;
 use crate::table::SweepSchedule;
 use crate::work::WorkKind;
-use crate::{Backend, BackendConfig, BackendKind, BoxFuture, CheckError, CheckFuture, SimulatedWork};
+use crate::{
+    Backend, BackendConfig, BackendKind, BoxFuture, CheckError, CheckFuture, SimulatedWork,
+};
 
 /// Per-key atomic states in a concurrent map.
 pub(crate) struct ConcurrentTable {
@@ -144,13 +146,19 @@ impl ConcurrentTable {
             }
         });
         self.len.fetch_sub(removed, Ordering::AcqRel);
-        self.earliest_expiry_ns.fetch_min(earliest, Ordering::AcqRel);
+        self.earliest_expiry_ns
+            .fetch_min(earliest, Ordering::AcqRel);
         removed
     }
 }
 
 /// The compare-and-swap loop: decide on the state read, store only if nobody changed it since.
-fn update(cell: &AtomicU64, policy: &Policy, cost: u32, now_ns: u64) -> Result<Decision, CheckError> {
+fn update(
+    cell: &AtomicU64,
+    policy: &Policy,
+    cost: u32,
+    now_ns: u64,
+) -> Result<Decision, CheckError> {
     let mut current = cell.load(Ordering::Acquire);
     loop {
         let verdict = policy.check(current, now_ns, cost)?;

@@ -123,7 +123,10 @@ impl Future for CheckFuture<'_> {
 ///
 /// Must be called within a tokio runtime: actor backends spawn their actors, and every backend
 /// spawns or schedules its sweeping.
-pub fn build(config: &BackendConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn Backend>, BuildError> {
+pub fn build(
+    config: &BackendConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Backend>, BuildError> {
     config.validate()?;
     Ok(match config.kind {
         BackendKind::Actor => Arc::new(ActorBackend::start(config, 1, clock)),

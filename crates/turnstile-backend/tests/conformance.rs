@@ -2,6 +2,9 @@
 //! Time comes from a `ManualClock` (decisions) and tokio's paused clock (simulated work), so
 //! nothing here depends on how fast or loaded the machine is.
 
+// Test code: a panic is how a failure is reported. The lints guard the request path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,14 +133,18 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (0u8..4, 0usize..2, prop_oneof![Just(0u64), 0u64..400], 0u32..7).prop_map(
-        |(key, policy, advance_ms, cost)| Step {
+    (
+        0u8..4,
+        0usize..2,
+        prop_oneof![Just(0u64), 0u64..400],
+        0u32..7,
+    )
+        .prop_map(|(key, policy, advance_ms, cost)| Step {
             key,
             policy,
             advance_ms,
             cost,
-        },
-    )
+        })
 }
 
 proptest! {
@@ -179,8 +186,14 @@ async fn a_key_has_independent_state_under_each_policy() {
         let backend = start(kind, &clock);
         assert!(backend.check("alice", &strict, 1).await.unwrap().allowed);
         assert!(!backend.check("alice", &strict, 1).await.unwrap().allowed);
-        assert!(backend.check("alice", &loose, 1).await.unwrap().allowed, "{kind}");
-        assert!(backend.check("bob", &strict, 1).await.unwrap().allowed, "{kind}");
+        assert!(
+            backend.check("alice", &loose, 1).await.unwrap().allowed,
+            "{kind}"
+        );
+        assert!(
+            backend.check("bob", &strict, 1).await.unwrap().allowed,
+            "{kind}"
+        );
         backend.shutdown().await;
     }
 }
@@ -233,7 +246,10 @@ async fn a_million_keys_never_hold_more_than_max_keys() {
             match backend.check(&key, &policy, 1).await {
                 Ok(decision) => assert!(decision.allowed),
                 Err(CheckError::TableFull { max_keys }) => {
-                    assert_eq!(max_keys, MAX_KEYS / if kind == BackendKind::Sharded { 16 } else { 1 });
+                    assert_eq!(
+                        max_keys,
+                        MAX_KEYS / if kind == BackendKind::Sharded { 16 } else { 1 }
+                    );
                     refused += 1;
                 }
                 Err(other) => panic!("{kind}: unexpected {other}"),
@@ -248,7 +264,10 @@ async fn a_million_keys_never_hold_more_than_max_keys() {
         assert_eq!(refused, 900_000, "{kind}");
         // Once the held keys expire, a full table sweeps and admits new keys again.
         clock.advance(Duration::from_secs(2));
-        assert!(backend.check("newcomer", &policy, 1).await.unwrap().allowed, "{kind}");
+        assert!(
+            backend.check("newcomer", &policy, 1).await.unwrap().allowed,
+            "{kind}"
+        );
         // Only the table that had to make room swept: the whole table, or the newcomer's shard.
         let expected = match kind {
             BackendKind::Sharded => MAX_KEYS - MAX_KEYS / 16 + 1,
@@ -325,8 +344,14 @@ async fn simulated_io_work_serializes_the_actor_but_not_the_others() {
     }
     let busiest = *per_shard.iter().max().unwrap();
     let sharded: Arc<dyn Backend> = Arc::new(sharded);
-    assert_eq!(time_for_simultaneous_checks(&sharded, 64).await, busiest * MS);
-    assert!(busiest < 16, "the registry spreads keys: busiest shard had {busiest}");
+    assert_eq!(
+        time_for_simultaneous_checks(&sharded, 64).await,
+        busiest * MS
+    );
+    assert!(
+        busiest < 16,
+        "the registry spreads keys: busiest shard had {busiest}"
+    );
 
     // The concurrent map: every caller does its own work at once.
     let concurrent = start_with(with_work(BackendKind::Concurrent), &clock);

@@ -25,7 +25,9 @@ pub enum PolicyError {
     #[error("burst must be at least 1")]
     ZeroBurst,
     /// The period divided by the limit is under one nanosecond.
-    #[error("period {period:?} is too short for a limit of {limit}: the emission interval would be under 1 ns")]
+    #[error(
+        "period {period:?} is too short for a limit of {limit}: the emission interval would be under 1 ns"
+    )]
     RateTooHigh {
         /// The configured period.
         period: Duration,
@@ -142,7 +144,9 @@ impl Policy {
         } else {
             (base, None)
         };
-        let headroom = now_ns.saturating_add(self.tolerance_ns).saturating_sub(state_after);
+        let headroom = now_ns
+            .saturating_add(self.tolerance_ns)
+            .saturating_sub(state_after);
         let remaining = u32::try_from(headroom / self.emission_ns).unwrap_or(u32::MAX);
 
         Ok(Verdict {

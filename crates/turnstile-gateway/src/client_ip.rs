@@ -147,7 +147,10 @@ mod tests {
     fn untrusted_peers_are_the_client_whatever_they_claim() {
         let resolver = resolver(&[]);
         let spoofed = headers(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=2.2.2.2")]);
-        assert_eq!(resolver.client_ip(peer("203.0.113.9"), &spoofed), ip("203.0.113.9"));
+        assert_eq!(
+            resolver.client_ip(peer("203.0.113.9"), &spoofed),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -155,13 +158,19 @@ mod tests {
         let resolver = resolver(&["10.0.0.0/8"]);
         // The client forged "6.6.6.6"; the proxy appended what it really saw.
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]);
-        assert_eq!(resolver.client_ip(peer("10.0.0.2"), &chain), ip("198.51.100.7"));
+        assert_eq!(
+            resolver.client_ip(peer("10.0.0.2"), &chain),
+            ip("198.51.100.7")
+        );
         // Two trusted hops, across two header lines.
         let chain = headers(&[
             ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
             ("x-forwarded-for", "10.1.1.1"),
         ]);
-        assert_eq!(resolver.client_ip(peer("10.0.0.2"), &chain), ip("198.51.100.7"));
+        assert_eq!(
+            resolver.client_ip(peer("10.0.0.2"), &chain),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]
@@ -171,7 +180,10 @@ mod tests {
         assert_eq!(resolver.client_ip(peer("10.0.0.2"), &chain), ip("10.9.9.9"));
         // A client cannot use garbage to hide: its own entries are left of the real one.
         let chain = headers(&[("x-forwarded-for", "garbage, 198.51.100.7")]);
-        assert_eq!(resolver.client_ip(peer("10.0.0.2"), &chain), ip("198.51.100.7"));
+        assert_eq!(
+            resolver.client_ip(peer("10.0.0.2"), &chain),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]
@@ -179,7 +191,10 @@ mod tests {
         let resolver = resolver(&["10.0.0.0/8"]);
         let chain = headers(&[("x-forwarded-for", "10.3.3.3, 10.2.2.2")]);
         assert_eq!(resolver.client_ip(peer("10.0.0.2"), &chain), ip("10.3.3.3"));
-        assert_eq!(resolver.client_ip(peer("10.0.0.2"), &HeaderMap::new()), ip("10.0.0.2"));
+        assert_eq!(
+            resolver.client_ip(peer("10.0.0.2"), &HeaderMap::new()),
+            ip("10.0.0.2")
+        );
     }
 
     #[test]
@@ -189,16 +204,25 @@ mod tests {
             "forwarded",
             r#"for=6.6.6.6, for="[2001:db8::1]:4711";proto=https"#,
         )]);
-        assert_eq!(resolver.client_ip(peer("127.0.0.1"), &chain), ip("2001:db8::1"));
+        assert_eq!(
+            resolver.client_ip(peer("127.0.0.1"), &chain),
+            ip("2001:db8::1")
+        );
         let chain = headers(&[("forwarded", "for=192.0.2.60:8080;by=10.0.0.1")]);
-        assert_eq!(resolver.client_ip(peer("127.0.0.1"), &chain), ip("192.0.2.60"));
+        assert_eq!(
+            resolver.client_ip(peer("127.0.0.1"), &chain),
+            ip("192.0.2.60")
+        );
     }
 
     #[test]
     fn ipv4_mapped_peers_are_ipv4_and_ipv6_clients_share_their_prefix() {
         let resolver = resolver(&[]);
         let mapped = peer("::ffff:192.0.2.1");
-        assert_eq!(resolver.client_ip(mapped, &HeaderMap::new()), ip("192.0.2.1"));
+        assert_eq!(
+            resolver.client_ip(mapped, &HeaderMap::new()),
+            ip("192.0.2.1")
+        );
         assert_eq!(resolver.key_for(ip("192.0.2.1")).as_str(), "192.0.2.1");
         let a = resolver.key_for(ip("2001:db8:1:2:aaaa::1"));
         let b = resolver.key_for(ip("2001:db8:1:2:bbbb::9"));

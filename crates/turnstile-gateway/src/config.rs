@@ -275,7 +275,11 @@ impl Config {
         policy: &PolicyConfig,
         id: u16,
     ) -> Result<turnstile_core::Policy, ConfigError> {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(invalid(
                 format!("policies.{name}"),
                 "policy names use only letters, digits, `_` and `-`",

@@ -55,7 +55,9 @@ pub enum ApiError {
         burst: u32,
     },
     /// The configured key header is missing or not text.
-    #[error("header `{header}` is required to identify the client and must be non-empty text of at most 256 bytes")]
+    #[error(
+        "header `{header}` is required to identify the client and must be non-empty text of at most 256 bytes"
+    )]
     InvalidKeyHeader {
         /// The header's name.
         header: String,

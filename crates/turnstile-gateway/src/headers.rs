@@ -35,11 +35,21 @@ fn number(value: u64) -> HeaderValue {
 }
 
 /// Adds the rate-limit headers for `decision` under `policy`.
-pub(crate) fn insert(headers: &mut HeaderMap, policy: &NamedPolicy, decision: &Decision, legacy: bool) {
+pub(crate) fn insert(
+    headers: &mut HeaderMap,
+    policy: &NamedPolicy,
+    decision: &Decision,
+    legacy: bool,
+) {
     let reset = ceil_secs(decision.reset_after);
     headers.insert(RATELIMIT_POLICY.clone(), policy.policy_header.clone());
     let mut value = ArrayString::<128>::new();
-    if write!(value, r#""{}";r={};t={}"#, policy.name, decision.remaining, reset).is_ok()
+    if write!(
+        value,
+        r#""{}";r={};t={}"#,
+        policy.name, decision.remaining, reset
+    )
+    .is_ok()
         && let Ok(value) = HeaderValue::from_str(&value)
     {
         headers.insert(RATELIMIT.clone(), value);
@@ -52,7 +62,10 @@ pub(crate) fn insert(headers: &mut HeaderMap, policy: &NamedPolicy, decision: &D
     }
     if legacy {
         headers.insert(RATELIMIT_LIMIT.clone(), number(decision.limit.into()));
-        headers.insert(RATELIMIT_REMAINING.clone(), number(decision.remaining.into()));
+        headers.insert(
+            RATELIMIT_REMAINING.clone(),
+            number(decision.remaining.into()),
+        );
         headers.insert(RATELIMIT_RESET.clone(), number(reset));
     }
 }

@@ -110,7 +110,10 @@ impl AppState {
             backend,
             policies,
             metrics,
-            client_ip: ClientIpResolver::new(config.trusted_proxies.clone(), config.ipv6_prefix_len),
+            client_ip: ClientIpResolver::new(
+                config.trusted_proxies.clone(),
+                config.ipv6_prefix_len,
+            ),
             gateway_policy: config.gateway.policy.clone(),
             forward_auth_policy: config.forward_auth.policy.clone(),
             forward_auth_key_header,
@@ -161,14 +164,18 @@ impl Application {
     }
 
     /// As [`Application::build`], with an injected clock.
-    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
         let state = AppState::new(&config, clock)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                address: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: config.listen,
+                    source,
+                })?;
         Ok(Self {
             listener,
             state,
@@ -193,7 +200,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-        let service = app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
+        let service =
+            app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining in-flight requests");

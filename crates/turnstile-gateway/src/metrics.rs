@@ -75,7 +75,10 @@ impl Metrics {
             &["backend", "outcome"],
         )?;
         let keys_tracked = IntGaugeVec::new(
-            Opts::new("turnstile_keys_tracked", "Keys currently held by the backend."),
+            Opts::new(
+                "turnstile_keys_tracked",
+                "Keys currently held by the backend.",
+            ),
             &["backend"],
         )?;
         let build_info = IntGaugeVec::new(
@@ -138,12 +141,16 @@ impl Metrics {
 
     /// Counts a dropped check; `reason` is one of the backend's bounded reasons.
     pub(crate) fn record_drop(&self, reason: &'static str) {
-        self.dropped.with_label_values(&[self.backend, reason]).inc();
+        self.dropped
+            .with_label_values(&[self.backend, reason])
+            .inc();
     }
 
     /// How many checks were dropped for `reason` so far (the same counter `/metrics` exports).
     pub fn dropped_total(&self, reason: &str) -> u64 {
-        self.dropped.with_label_values(&[self.backend, reason]).get()
+        self.dropped
+            .with_label_values(&[self.backend, reason])
+            .get()
     }
 
     /// Renders every metric in the Prometheus text format, refreshing gauges first.

@@ -98,12 +98,15 @@ struct CheckResponse {
 
 fn millis_ceil(duration: std::time::Duration) -> u64 {
     let millis = duration.as_millis();
-    let rounded = millis + u128::from(duration.as_nanos() % 1_000_000 != 0);
+    let rounded = millis + u128::from(!duration.as_nanos().is_multiple_of(1_000_000));
     u64::try_from(rounded).unwrap_or(u64::MAX)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let essence = content_type
@@ -204,7 +207,11 @@ pub(crate) async fn gateway(state: State<Arc<AppState>>, request: Parts) -> Resp
     limit_client(state, request, ClientRoute::Gateway).await
 }
 
-async fn limit_client(State(state): State<Arc<AppState>>, request: Parts, route: ClientRoute) -> Response {
+async fn limit_client(
+    State(state): State<Arc<AppState>>,
+    request: Parts,
+    route: ClientRoute,
+) -> Response {
     match limit_client_inner(&state, &request, route).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -273,9 +280,10 @@ async fn limit_client_inner(
         }
         Outcome::AdmittedOnDrop(error) => {
             let mut response = StatusCode::OK.into_response();
-            response
-                .headers_mut()
-                .insert(DROPPED_HEADER.clone(), HeaderValue::from_static(error.reason()));
+            response.headers_mut().insert(
+                DROPPED_HEADER.clone(),
+                HeaderValue::from_static(error.reason()),
+            );
             response
         }
     };

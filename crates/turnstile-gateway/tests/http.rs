@@ -1,6 +1,9 @@
 //! The HTTP API through the real router, for every backend: decisions, headers, every kind of
 //! bad input, client identification behind proxies, failure modes, operational endpoints.
 
+// Test code: a panic is how a failure is reported. The lints guard the request path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -30,10 +33,16 @@ async fn check_answers_200_with_the_decision_allowed_or_denied() {
             first.json,
             json!({"allowed": true, "limit": 10, "remaining": 4, "reset_after_ms": 100, "retry_after_ms": null})
         );
-        let rest = gw.check(json!({"key": "alice", "policy": "default", "cost": 4})).await;
+        let rest = gw
+            .check(json!({"key": "alice", "policy": "default", "cost": 4}))
+            .await;
         assert_eq!(rest.json["remaining"], 0);
         let denied = gw.check(json!({"key": "alice"})).await;
-        assert_eq!(denied.status, StatusCode::OK, "a denial is a decision, not an error");
+        assert_eq!(
+            denied.status,
+            StatusCode::OK,
+            "a denial is a decision, not an error"
+        );
         assert_eq!(
             denied.json,
             json!({"allowed": false, "limit": 10, "remaining": 0, "reset_after_ms": 500, "retry_after_ms": 100})
@@ -61,7 +70,11 @@ async fn the_gateway_route_answers_429_with_rate_limit_headers() {
             let expected = format!(r#""default";r={remaining};t=1"#);
             assert_eq!(ok.header("ratelimit"), Some(expected.as_str()));
             assert_eq!(ok.header("retry-after"), None);
-            assert_eq!(ok.header("ratelimit-limit"), None, "legacy headers are opt-in");
+            assert_eq!(
+                ok.header("ratelimit-limit"),
+                None,
+                "legacy headers are opt-in"
+            );
         }
         let denied = gw.send(get("/any/path")).await;
         assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS, "{kind}");
@@ -94,7 +107,13 @@ async fn forward_auth_answers_200_or_the_configured_deny_status() {
     config.forward_auth.deny_status = 403;
     let gw = TestGateway::new(config);
     for _ in 0..5 {
-        let ok = gw.send(Request::head("/v1/forward-auth").body(Body::empty()).unwrap()).await;
+        let ok = gw
+            .send(
+                Request::head("/v1/forward-auth")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
         assert_eq!(ok.status, StatusCode::OK);
         assert!(ok.header("ratelimit").is_some());
     }
@@ -104,7 +123,13 @@ async fn forward_auth_answers_200_or_the_configured_deny_status() {
 
     let default_status = TestGateway::new(small_config());
     for _ in 0..5 {
-        default_status.send(Request::post("/v1/forward-auth").body(Body::empty()).unwrap()).await;
+        default_status
+            .send(
+                Request::post("/v1/forward-auth")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
     }
     let denied = default_status.send(get("/v1/forward-auth")).await;
     assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
@@ -124,7 +149,10 @@ async fn forward_auth_can_limit_by_a_key_header() {
     for _ in 0..5 {
         assert_eq!(gw.send(with_key("team-a")).await.status, StatusCode::OK);
     }
-    assert_eq!(gw.send(with_key("team-a")).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        gw.send(with_key("team-a")).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // Same client IP, different key: its own budget.
     assert_eq!(gw.send(with_key("team-b")).await.status, StatusCode::OK);
     gw.send(get("/v1/forward-auth"))
@@ -140,54 +168,105 @@ async fn every_kind_of_bad_input_gets_a_4xx_naming_the_problem() {
     let gw = gateway(BackendKind::Actor);
     let post = |body: &str| json_post("/v1/check", body);
 
-    let message = gw.send(post("{\"key\": ")).await.assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    let message = gw
+        .send(post("{\"key\": "))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
     assert!(message.contains("EOF"), "{message}");
-    gw.send(post("not json")).await.assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    gw.send(post("not json"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
 
-    let message = gw.send(post(r#"{"key": 42}"#)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    let message = gw
+        .send(post(r#"{"key": 42}"#))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     assert!(message.contains("expected a string"), "{message}");
-    let message = gw.send(post(r#"{"cost": 1}"#)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    let message = gw
+        .send(post(r#"{"cost": 1}"#))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     assert!(message.contains("missing field `key`"), "{message}");
-    let message = gw.send(post(r#"{"key": "a", "cost": -1}"#)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    let message = gw
+        .send(post(r#"{"key": "a", "cost": -1}"#))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     assert!(message.contains("-1"), "{message}");
-    let message = gw.send(post(r#"{"key": "a", "cots": 1}"#)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    let message = gw
+        .send(post(r#"{"key": "a", "cots": 1}"#))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     assert!(message.contains("unknown field `cots`"), "{message}");
-    gw.send(post("[]")).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    gw.send(post("[]"))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
 
-    gw.send(post(r#"{"key": ""}"#)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "empty_key");
+    gw.send(post(r#"{"key": ""}"#))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "empty_key");
     let long = json!({"key": "k".repeat(257)}).to_string();
-    let message = gw.send(post(&long)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "key_too_long");
-    assert!(message.contains("257") && message.contains("256"), "{message}");
+    let message = gw
+        .send(post(&long))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "key_too_long");
+    assert!(
+        message.contains("257") && message.contains("256"),
+        "{message}"
+    );
     let exactly_256 = json!({"key": "k".repeat(256)}).to_string();
     assert_eq!(gw.send(post(&exactly_256)).await.status, StatusCode::OK);
 
-    let message = gw.send(post(r#"{"key": "a", "policy": "nope"}"#)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_policy");
-    assert!(message.contains("`nope`") && message.contains("default, login"), "{message}");
+    let message = gw
+        .send(post(r#"{"key": "a", "policy": "nope"}"#))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_policy");
+    assert!(
+        message.contains("`nope`") && message.contains("default, login"),
+        "{message}"
+    );
 
-    let message = gw.send(post(r#"{"key": "a", "cost": 6}"#)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "cost_exceeds_burst");
+    let message = gw
+        .send(post(r#"{"key": "a", "cost": 6}"#))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "cost_exceeds_burst");
     assert!(message.contains("burst of 5"), "{message}");
 
     let huge = json!({"key": "k".repeat(5000)}).to_string();
-    gw.send(post(&huge)).await.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    gw.send(post(&huge))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
-    let no_type = Request::post("/v1/check").body(Body::from(r#"{"key":"a"}"#)).unwrap();
-    gw.send(no_type).await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let no_type = Request::post("/v1/check")
+        .body(Body::from(r#"{"key":"a"}"#))
+        .unwrap();
+    gw.send(no_type)
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let text = Request::post("/v1/check")
         .header("content-type", "text/plain")
         .body(Body::from(r#"{"key":"a"}"#))
         .unwrap();
-    gw.send(text).await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    gw.send(text)
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let vendor_json = Request::post("/v1/check")
         .header("content-type", "application/vnd.api+json; charset=utf-8")
         .body(Body::from(r#"{"key":"b"}"#))
         .unwrap();
     assert_eq!(gw.send(vendor_json).await.status, StatusCode::OK);
 
-    gw.send(get("/v1/check")).await.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    gw.send(json_post("/healthz", "{}")).await.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    gw.send(get("/v1/check"))
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    gw.send(json_post("/healthz", "{}"))
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 
     // Nothing was corrupted along the way: the key that was checked once has 4 left.
-    assert_eq!(gw.check(json!({"key": "b", "cost": 0})).await.json["remaining"], 4);
+    assert_eq!(
+        gw.check(json!({"key": "b", "cost": 0})).await.json["remaining"],
+        4
+    );
     gw.state.backend().shutdown().await;
 }
 
@@ -212,23 +291,39 @@ async fn a_trusted_proxy_identifies_clients_and_spoofing_does_not_help() {
         let ok = gw.send_from("10.0.0.2:1", from_proxy("198.51.100.7")).await;
         assert_eq!(ok.status, StatusCode::OK);
     }
-    assert_eq!(gw.send_from("10.0.0.2:1", from_proxy("198.51.100.7")).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        gw.send_from("10.0.0.2:1", from_proxy("198.51.100.7"))
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // The limited client forges a fresh address on the left: the proxy appends the real one.
-    let spoof = gw.send_from("10.0.0.2:1", from_proxy("203.0.113.50, 198.51.100.7")).await;
+    let spoof = gw
+        .send_from("10.0.0.2:1", from_proxy("203.0.113.50, 198.51.100.7"))
+        .await;
     assert_eq!(spoof.status, StatusCode::TOO_MANY_REQUESTS);
     // A different real client behind the same proxy has its own budget.
-    assert_eq!(gw.send_from("10.0.0.2:1", from_proxy("198.51.100.8")).await.status, StatusCode::OK);
+    assert_eq!(
+        gw.send_from("10.0.0.2:1", from_proxy("198.51.100.8"))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn an_untrusted_peer_cannot_choose_its_identity() {
     let gw = behind_proxy();
     for i in 0..5 {
-        let spoof = gw.send_from("203.0.113.9:1", from_proxy(&format!("198.51.100.{i}"))).await;
+        let spoof = gw
+            .send_from("203.0.113.9:1", from_proxy(&format!("198.51.100.{i}")))
+            .await;
         assert_eq!(spoof.status, StatusCode::OK);
     }
     // Five different claimed addresses, one real peer: the sixth request is limited.
-    let spoof = gw.send_from("203.0.113.9:1", from_proxy("198.51.100.99")).await;
+    let spoof = gw
+        .send_from("203.0.113.9:1", from_proxy("198.51.100.99"))
+        .await;
     assert_eq!(spoof.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -236,7 +331,9 @@ async fn an_untrusted_peer_cannot_choose_its_identity() {
 async fn ipv6_clients_are_limited_per_slash_64() {
     let gw = gateway(BackendKind::Concurrent);
     for i in 0..5 {
-        let ok = gw.send_from(&format!("[2001:db8:1:2::{i}]:1"), get("/")).await;
+        let ok = gw
+            .send_from(&format!("[2001:db8:1:2::{i}]:1"), get("/"))
+            .await;
         assert_eq!(ok.status, StatusCode::OK);
     }
     let same_subnet = gw.send_from("[2001:db8:1:2:ffff::1]:1", get("/")).await;
@@ -257,7 +354,10 @@ fn one_key_table(failure_mode: FailureMode) -> TestGateway {
 #[tokio::test]
 async fn a_dropped_check_fails_open_by_default_and_is_counted() {
     let gw = one_key_table(FailureMode::Open);
-    assert_eq!(gw.check(json!({"key": "first"})).await.json["allowed"], true);
+    assert_eq!(
+        gw.check(json!({"key": "first"})).await.json["allowed"],
+        true
+    );
     // The table is full of live keys: the next new key is dropped, and admitted.
     let dropped = gw.check(json!({"key": "second"})).await;
     assert_eq!(dropped.status, StatusCode::OK);
@@ -269,7 +369,9 @@ async fn a_dropped_check_fails_open_by_default_and_is_counted() {
     assert_eq!(gw.state.metrics().dropped_total("table_full"), 2);
     let metrics = gw.send(get("/metrics")).await.text;
     assert!(
-        metrics.contains(r#"turnstile_dropped_checks_total{backend="concurrent",reason="table_full"} 2"#),
+        metrics.contains(
+            r#"turnstile_dropped_checks_total{backend="concurrent",reason="table_full"} 2"#
+        ),
         "{metrics}"
     );
 }
@@ -297,7 +399,12 @@ async fn metrics_count_decisions_by_backend_policy_and_result() {
     gw.check(json!({"key": "m", "policy": "login"})).await;
     let metrics = gw.send(get("/metrics")).await;
     assert_eq!(metrics.status, StatusCode::OK);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     for line in [
         r#"turnstile_decisions_total{backend="sharded",policy="default",result="allowed"} 5"#,
         r#"turnstile_decisions_total{backend="sharded",policy="default",result="limited"} 2"#,
@@ -306,9 +413,16 @@ async fn metrics_count_decisions_by_backend_policy_and_result() {
         r#"turnstile_keys_tracked{backend="sharded"} 2"#,
         r#"turnstile_build_info{backend="sharded",version="0.1.0"} 1"#,
     ] {
-        assert!(metrics.text.contains(line), "missing {line}\n{}", metrics.text);
+        assert!(
+            metrics.text.contains(line),
+            "missing {line}\n{}",
+            metrics.text
+        );
     }
-    assert!(!metrics.text.contains("\"m\""), "a key must never be a label");
+    assert!(
+        !metrics.text.contains("\"m\""),
+        "a key must never be a label"
+    );
     gw.state.backend().shutdown().await;
 }
 

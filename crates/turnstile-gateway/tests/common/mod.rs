@@ -1,4 +1,7 @@
 //! Helpers shared by the gateway's integration tests.
+
+// Test code: a panic is how a failure is reported. The lints guard the request path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
@@ -23,7 +26,8 @@ pub struct TestGateway {
 impl TestGateway {
     pub fn new(config: Config) -> Self {
         let clock = Arc::new(ManualClock::default());
-        let state = AppState::new(&config, Arc::clone(&clock) as Arc<dyn Clock>).expect("valid config");
+        let state =
+            AppState::new(&config, Arc::clone(&clock) as Arc<dyn Clock>).expect("valid config");
         Self {
             router: app(Arc::clone(&state)),
             state,
@@ -36,10 +40,20 @@ impl TestGateway {
         let mut request = request;
         let peer: SocketAddr = peer.parse().expect("peer address");
         request.extensions_mut().insert(ConnectInfo(peer));
-        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         TestResponse {
             status,

@@ -1,0 +1,215 @@
+//! Layered configuration: defaults < TOML file < TURNSTILE_* environment < command line, and
+//! bad values rejected with the field named. figment's `Jail` isolates the environment and
+//! the working directory of each test.
+
+// Test code: a panic is how a failure is reported. The lints guard the request path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// figment's `Jail::expect_with` fixes its closures' error type to `figment::Error`.
+#![allow(clippy::result_large_err)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Jail;
+use serde::Serialize;
+use turnstile_backend::{BackendKind, SimulatedWork, WorkKind};
+use turnstile_gateway::Config;
+use turnstile_gateway::config::{ConfigError, FailureMode};
+
+#[derive(Serialize, Default)]
+struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<usize>,
+}
+
+fn no_flags() -> Flags {
+    Flags::default()
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    Jail::expect_with(|_| {
+        let config = Config::load(None, &no_flags()).expect("defaults load");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.backend, BackendKind::Concurrent);
+        assert_eq!(config.shards, 16);
+        assert_eq!(config.call_timeout, Duration::from_secs(5));
+        assert!(config.trusted_proxies.is_empty(), "trust nobody by default");
+        assert_eq!(config.policies["default"].limit, 100);
+        assert_eq!(config.policies["default"].burst, Some(50));
+        assert_eq!(config.policies["login"].period, Duration::from_secs(60));
+        assert_eq!(config.forward_auth.deny_status, 429);
+        Ok(())
+    });
+}
+
+#[test]
+fn file_then_environment_then_flags_each_override_the_previous() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "turnstile.toml",
+            r#"
+            backend = "actor"
+            shards = 4
+            max_keys = 5000
+            call_timeout = "250ms"
+            trusted_proxies = ["10.0.0.0/8"]
+
+            [simulated_work]
+            kind = "sleep"
+            duration = "1ms"
+
+            [policies.api]
+            limit = 1000
+            period = "1m"
+            failure_mode = "closed"
+            "#,
+        )?;
+        let file = Some(Path::new("turnstile.toml"));
+        let config = Config::load(file, &no_flags()).expect("file loads");
+        assert_eq!(config.backend, BackendKind::Actor);
+        assert_eq!(config.shards, 4);
+        assert_eq!(config.max_keys, 5000);
+        assert_eq!(config.call_timeout, Duration::from_millis(250));
+        assert_eq!(config.trusted_proxies, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(
+            config.simulated_work,
+            Some(SimulatedWork {
+                kind: WorkKind::Sleep,
+                duration: Duration::from_millis(1)
+            })
+        );
+        let api = &config.policies["api"];
+        assert_eq!(
+            (api.limit, api.burst, api.failure_mode),
+            (1000, None, FailureMode::Closed)
+        );
+        assert!(
+            config.policies.contains_key("default"),
+            "built-in policies remain"
+        );
+
+        jail.set_env("TURNSTILE_BACKEND", "sharded");
+        jail.set_env("TURNSTILE_SHARDS", "8");
+        jail.set_env("TURNSTILE_POLICIES__API__LIMIT", "7");
+        let config = Config::load(file, &no_flags()).expect("env loads");
+        assert_eq!(config.backend, BackendKind::Sharded);
+        assert_eq!(config.shards, 8);
+        assert_eq!(config.policies["api"].limit, 7);
+        assert_eq!(
+            config.policies["api"].period,
+            Duration::from_secs(60),
+            "env merges, not replaces"
+        );
+
+        let flags = Flags {
+            backend: Some("concurrent".into()),
+            shards: Some(32),
+        };
+        let config = Config::load(file, &flags).expect("flags load");
+        assert_eq!(config.backend, BackendKind::Concurrent);
+        assert_eq!(config.shards, 32);
+        Ok(())
+    });
+}
+
+fn error_text(result: Result<Config, ConfigError>) -> String {
+    match result {
+        Ok(config) => panic!("must be rejected, but loaded {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn a_bad_enum_value_names_the_field_and_the_valid_values() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TURNSTILE_BACKEND", "genserver");
+        // figment names env keys upper-cased: `key "BACKEND" in TURNSTILE_ environment variable(s)`.
+        let message = error_text(Config::load(None, &no_flags())).to_lowercase();
+        for expected in [
+            "backend",
+            "genserver",
+            "actor",
+            "sharded",
+            "concurrent",
+            "turnstile_",
+        ] {
+            assert!(
+                message.contains(expected),
+                "`{expected}` missing from: {message}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn wrong_types_and_unknown_keys_name_the_field() {
+    Jail::expect_with(|jail| {
+        jail.create_file("a.toml", "shards = \"many\"")?;
+        let message = error_text(Config::load(Some(Path::new("a.toml")), &no_flags()));
+        assert!(message.contains("shards"), "{message}");
+
+        jail.create_file("b.toml", "shardz = 3")?;
+        let message = error_text(Config::load(Some(Path::new("b.toml")), &no_flags()));
+        assert!(message.contains("shardz"), "{message}");
+
+        jail.create_file("c.toml", "call_timeout = \"soon\"")?;
+        let message = error_text(Config::load(Some(Path::new("c.toml")), &no_flags()));
+        assert!(message.contains("call_timeout"), "{message}");
+
+        let message = error_text(Config::load(Some(Path::new("missing.toml")), &no_flags()));
+        assert!(
+            message.contains("missing.toml") && message.contains("does not exist"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn semantic_errors_name_the_field() {
+    let cases = [
+        (
+            "[policies.login]\nlimit = 0\nperiod = \"1s\"",
+            "policies.login",
+            "limit must be at least 1",
+        ),
+        (
+            "[policies.x]\nlimit = 5\nperiod = \"1s\"\nburst = 0",
+            "policies.x",
+            "burst",
+        ),
+        (
+            "[gateway]\npolicy = \"nope\"",
+            "gateway.policy",
+            "default, login",
+        ),
+        (
+            "[forward_auth]\npolicy = \"default\"\ndeny_status = 200",
+            "forward_auth.deny_status",
+            "400-599",
+        ),
+        ("shards = 0", "shards", "at least 1"),
+        ("max_keys = 0", "max_keys", "at least 1"),
+        ("mailbox_capacity = 0", "mailbox_capacity", "at least 1"),
+        ("ipv6_prefix_len = 129", "ipv6_prefix_len", "128"),
+        (
+            "mailbox_when_full = \"drop\"",
+            "mailbox_when_full",
+            "reject",
+        ),
+    ];
+    for (toml, field, hint) in cases {
+        Jail::expect_with(|jail| {
+            jail.create_file("t.toml", toml)?;
+            let message = error_text(Config::load(Some(Path::new("t.toml")), &no_flags()));
+            assert!(message.contains(field), "`{field}` missing from: {message}");
+            assert!(message.contains(hint), "`{hint}` missing from: {message}");
+            Ok(())
+        });
+    }
+}
