@@ -5,6 +5,8 @@
 //! under two policies has two independent states. Lookups build the composite key in a stack
 //! buffer, so the hot path allocates only when a new key is inserted.
 
+use arrayvec::ArrayVec;
+
 use crate::CheckError;
 
 /// The longest key accepted, in bytes.
@@ -12,10 +14,9 @@ pub const MAX_KEY_LEN: usize = 256;
 
 const PREFIX_LEN: usize = 2;
 
-/// A composite key built on the stack.
+/// A composite key built on the stack (an `ArrayVec`, so the unused tail is never zeroed).
 pub(crate) struct StateKey {
-    bytes: [u8; PREFIX_LEN + MAX_KEY_LEN],
-    len: usize,
+    bytes: ArrayVec<u8, { PREFIX_LEN + MAX_KEY_LEN }>,
 }
 
 impl StateKey {
@@ -31,16 +32,14 @@ impl StateKey {
                 max: MAX_KEY_LEN,
             });
         }
-        let mut bytes = [0; PREFIX_LEN + MAX_KEY_LEN];
-        bytes[..PREFIX_LEN].copy_from_slice(&policy_id.to_be_bytes());
-        bytes[PREFIX_LEN..PREFIX_LEN + key.len()].copy_from_slice(key);
-        Ok(Self {
-            bytes,
-            len: PREFIX_LEN + key.len(),
-        })
+        let mut bytes = ArrayVec::new();
+        // Both fit: the capacity is the prefix plus the longest key accepted above.
+        let _ = bytes.try_extend_from_slice(&policy_id.to_be_bytes());
+        let _ = bytes.try_extend_from_slice(key);
+        Ok(Self { bytes })
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes
     }
 }

@@ -1,7 +1,7 @@
 //! Time as the core sees it: monotonic nanoseconds from an injected source.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A source of monotonic time in nanoseconds.
 ///
@@ -13,17 +13,22 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The production clock: nanoseconds elapsed since the clock was created.
-#[derive(Debug, Clone, Copy)]
+///
+/// Reads the CPU's time-stamp counter through `quanta` (calibrated against the OS monotonic
+/// clock, falling back to it where no usable TSC exists): `Instant::now()` costs ~25 ns on the
+/// virtual machines measured in docs/BENCHMARKS.md, as much as an entire check.
+#[derive(Debug, Clone)]
 pub struct MonotonicClock {
-    origin: Instant,
+    clock: quanta::Clock,
+    origin: u64,
 }
 
 impl MonotonicClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-        }
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        Self { clock, origin }
     }
 }
 
@@ -35,8 +40,7 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now_ns(&self) -> u64 {
-        // u64 nanoseconds last 584 years of uptime; saturate rather than wrap past that.
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.clock.delta_as_nanos(self.origin, self.clock.raw())
     }
 }
 

@@ -102,6 +102,7 @@ fn millis_ceil(duration: std::time::Duration) -> u64 {
     u64::try_from(rounded).unwrap_or(u64::MAX)
 }
 
+/// `application/json`, or any `application/*+json`, parameters ignored.
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers
         .get(header::CONTENT_TYPE)
@@ -109,14 +110,17 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let structured_json = subtype
+        .len()
+        .checked_sub(5)
+        .and_then(|start| subtype.get(start..))
+        .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || structured_json)
 }
 
 /// `POST /v1/check`: a decision for an explicit key. A denial is a decision (200), not an error.

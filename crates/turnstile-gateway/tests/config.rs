@@ -213,3 +213,13 @@ fn semantic_errors_name_the_field() {
         });
     }
 }
+
+#[test]
+fn the_shipped_example_config_is_exactly_the_defaults() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/turnstile.example.toml");
+    Jail::expect_with(|_| {
+        let config = Config::load(Some(&example), &no_flags()).expect("example loads");
+        assert_eq!(config, Config::default(), "deploy/turnstile.example.toml drifted from the defaults");
+        Ok(())
+    });
+}
