@@ -26,7 +26,8 @@ async fn throughput(backend: Arc<dyn Backend>) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..CALLERS)
         .map(|caller| {
-            let (backend, done, stop) = (Arc::clone(&backend), Arc::clone(&done), Arc::clone(&stop));
+            let (backend, done, stop) =
+                (Arc::clone(&backend), Arc::clone(&done), Arc::clone(&stop));
             tokio::spawn(async move {
                 let key = format!("client-{caller}");
                 while !stop.load(Ordering::Relaxed) {
@@ -92,7 +93,11 @@ fn main() {
         };
         println!(
             "| {kind} | {} | 1 ms sleep | {:.0} | {ideal} |",
-            if kind == BackendKind::Sharded { shards.to_string() } else { "-".into() },
+            if kind == BackendKind::Sharded {
+                shards.to_string()
+            } else {
+                "-".into()
+            },
             rates[1],
         );
     }

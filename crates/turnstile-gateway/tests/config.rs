@@ -219,7 +219,11 @@ fn the_shipped_example_config_is_exactly_the_defaults() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/turnstile.example.toml");
     Jail::expect_with(|_| {
         let config = Config::load(Some(&example), &no_flags()).expect("example loads");
-        assert_eq!(config, Config::default(), "deploy/turnstile.example.toml drifted from the defaults");
+        assert_eq!(
+            config,
+            Config::default(),
+            "deploy/turnstile.example.toml drifted from the defaults"
+        );
         Ok(())
     });
 }
