@@ -50,7 +50,8 @@ pub struct BackendConfig {
     /// How long a caller waits for an actor's reply, like `GenServer.call`'s timeout.
     pub call_timeout: Duration,
     /// The most keys held at once, across all policies (and, for the sharded backend, all
-    /// shards: each shard holds at most its even share, rounded up).
+    /// shards: the cap is split exactly across shards, so a full shard refuses new keys even
+    /// while others have room; with fewer keys than shards, each shard still holds one).
     pub max_keys: usize,
     /// How often expired keys are swept.
     pub sweep_interval: Duration,

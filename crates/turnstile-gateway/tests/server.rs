@@ -136,3 +136,40 @@ fn the_binary_exits_with_a_message_naming_the_bad_field() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 }
+
+#[cfg(unix)]
+#[test]
+fn the_binary_drains_and_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["--listen", "127.0.0.1:0", "--backend", "sharded"])
+        .env("TURNSTILE_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // The listening line is logged after the signal handlers' runtime is up.
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("turnstile listening"));
+    assert!(
+        listening.is_some(),
+        "the gateway never logged that it was listening"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "exit status {exit:?}; log: {rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("draining")),
+        "{rest:?}"
+    );
+    assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
+}
