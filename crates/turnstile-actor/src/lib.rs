@@ -26,9 +26,12 @@
 //! - [`MailboxConfig`], [`FullPolicy`]: how the mailbox behaves.
 //! - [`CallError`]: the definite ways a call fails.
 //!
-//! Supervision (restart on crash, restart intensity) builds on [`ActorTask`]'s join result.
+//! - [`Supervisor`]: restarts crashed actors per restart type and strategy, with jittered
+//!   backoff, and escalates past its restart intensity; it also keeps the registry that
+//!   routes callers to each child's live incarnation.
 
 mod mailbox;
+mod supervisor;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +45,10 @@ use tracing::Instrument;
 
 pub use mailbox::{FullPolicy, MailboxConfig};
 use mailbox::{MailboxReceiver, MailboxSender, SendError};
+pub use supervisor::{
+    ChildStatus, ExitReason, NoObserver, RestartType, Strategy, SupervisionStatus, Supervisor,
+    SupervisorConfig, SupervisorObserver, SupervisorState,
+};
 
 /// An actor: state owned by one task, changed only by the messages it handles one at a time.
 pub trait Actor: Send + 'static {
