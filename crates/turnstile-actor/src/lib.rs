@@ -46,8 +46,8 @@ use tracing::Instrument;
 pub use mailbox::{FullPolicy, MailboxConfig};
 use mailbox::{MailboxReceiver, MailboxSender, SendError};
 pub use supervisor::{
-    ChildStatus, ExitReason, NoObserver, RestartType, Strategy, SupervisionStatus, Supervisor,
-    SupervisorConfig, SupervisorObserver, SupervisorState,
+    ChildStatus, ExitReason, NoObserver, RestartType, RestartWindow, Strategy, SupervisionStatus,
+    Supervisor, SupervisorConfig, SupervisorObserver, SupervisorState,
 };
 
 /// An actor: state owned by one task, changed only by the messages it handles one at a time.

@@ -151,6 +151,53 @@ pub struct SupervisionStatus {
     pub escalations: u64,
 }
 
+/// Restart intensity bookkeeping: how many restarts happened within the sliding window.
+///
+/// Shared by [`Supervisor`] and by anything else that replaces dead workers (the check pool),
+/// so every restart in Turnstile obeys the same rule: more than `max_restarts` within `window`
+/// is too many.
+#[derive(Debug, Clone)]
+pub struct RestartWindow {
+    max_restarts: u32,
+    window: Duration,
+    history: VecDeque<Instant>,
+}
+
+impl RestartWindow {
+    /// Allows `max_restarts` restarts within any `window`.
+    pub fn new(max_restarts: u32, window: Duration) -> Self {
+        Self {
+            max_restarts,
+            window,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Records a restart at `now`. Returns which restart this is within the window (1-based),
+    /// or `None` if it exceeds the intensity, in which case the history is cleared (the
+    /// caller escalates, and starts counting afresh when it re-arms).
+    pub fn record(&mut self, now: Instant) -> Option<usize> {
+        while self
+            .history
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= self.window)
+        {
+            self.history.pop_front();
+        }
+        if self.history.len() >= self.max_restarts as usize {
+            self.history.clear();
+            return None;
+        }
+        self.history.push_back(now);
+        Some(self.history.len())
+    }
+
+    /// Forgets every recorded restart.
+    pub fn clear(&mut self) {
+        self.history.clear();
+    }
+}
+
 enum Command {
     Kill(usize),
     Stop(oneshot::Sender<()>),
@@ -201,6 +248,7 @@ impl<A: Actor> Supervisor<A> {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
         };
+        let history = RestartWindow::new(config.max_restarts, config.window);
         let mut task = SupervisorTask {
             shared: Arc::clone(&shared),
             factory: Box::new(factory),
@@ -211,7 +259,7 @@ impl<A: Actor> Supervisor<A> {
             rng,
             children: (0..count).map(|_| None).collect(),
             generations: vec![0; count],
-            history: VecDeque::new(),
+            history,
             exits: JoinSet::new(),
             timers: JoinSet::new(),
         };
@@ -317,7 +365,7 @@ struct SupervisorTask<A: Actor> {
     /// Bumped at every start of a child, so exits of earlier incarnations are recognised.
     generations: Vec<u64>,
     /// When restarts happened, for the intensity window.
-    history: VecDeque<Instant>,
+    history: RestartWindow,
     exits: JoinSet<(usize, u64, Result<(), tokio::task::JoinError>)>,
     /// Pending restarts: each completes with the child to start (`None`: re-arm everything).
     timers: JoinSet<(Option<usize>, u64)>,
@@ -401,20 +449,10 @@ impl<A: Actor> SupervisorTask<A> {
         if !restart || self.state_is(SupervisorState::Failed) {
             return;
         }
-        let now = Instant::now();
-        while self
-            .history
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= self.config.window)
-        {
-            self.history.pop_front();
-        }
-        if self.history.len() >= self.config.max_restarts as usize {
+        let Some(nth) = self.history.record(Instant::now()) else {
             self.escalate();
             return;
-        }
-        self.history.push_back(now);
-        let nth = self.history.len();
+        };
         match self.config.strategy {
             Strategy::OneForOne => {
                 let delay = self.backoff(nth);

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use turnstile_backend::{
-    Backend, BackendConfig, BackendKind, MailboxConfig, SimulatedWork, WorkKind, build,
+    Backend, BackendConfig, BackendKind, BuildContext, MailboxConfig, SimulatedWork, WorkKind,
+    build,
 };
 use turnstile_core::{MonotonicClock, Policy};
 
@@ -81,7 +82,9 @@ fn main() {
         let mut rates: Vec<f64> = (0..3)
             .map(|_| {
                 runtime.block_on(async {
-                    let backend = build(&config, Arc::new(MonotonicClock::new())).unwrap();
+                    let backend =
+                        build(&config, &BuildContext::new(Arc::new(MonotonicClock::new())))
+                            .unwrap();
                     throughput(backend).await
                 })
             })

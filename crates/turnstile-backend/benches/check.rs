@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
-use turnstile_backend::{Backend, BackendConfig, BackendKind, MailboxConfig, build};
+use turnstile_backend::{Backend, BackendConfig, BackendKind, BuildContext, MailboxConfig, build};
 use turnstile_core::{MonotonicClock, Policy};
 
 /// A million per second with a million burst: the same quota for every contender.
@@ -83,7 +83,7 @@ fn backend(kind: BackendKind) -> Arc<dyn Backend> {
         mailbox: MailboxConfig::bounded(4096),
         ..BackendConfig::default()
     };
-    match build(&config, Arc::new(MonotonicClock::new())) {
+    match build(&config, &BuildContext::new(Arc::new(MonotonicClock::new()))) {
         Ok(backend) => backend,
         Err(error) => panic!("bench backend: {error}"),
     }

@@ -1,17 +1,24 @@
 //! The actor backends: one actor owning every key (`actor`), or N of them behind a registry that
 //! routes each key to its shard by a stable hash (`sharded`). The single actor is literally the
 //! one-shard case of the same code, so any difference between them is the partitioning alone.
+//!
+//! Every actor runs under a [`Supervisor`]: a crashed actor is restarted with an empty table
+//! (its keys' state is lost, and so is every check waiting in its mailbox), and past the restart
+//! intensity the whole backend is failed until its cool-off ends.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
-use turnstile_actor::{Actor, ActorRef, ActorTask};
+use turnstile_actor::{Actor, Supervisor, SupervisorState};
 use turnstile_core::{Clock, Decision, Policy};
 
+use crate::faults::Faults;
 use crate::state_key::StateKey;
+use crate::status::{BackendState, BackendStatus, ChildStatus, KillError, KillTarget, Tagged};
 use crate::table::KeyTable;
 use crate::{
-    Backend, BackendConfig, BackendKind, BoxFuture, CheckError, CheckFuture, SimulatedWork,
+    Backend, BackendConfig, BackendKind, BoxFuture, BuildContext, CheckError, CheckFuture,
+    SimulatedWork,
 };
 
 /// One check, as sent to the actor that owns the key.
@@ -26,6 +33,7 @@ pub(crate) struct CheckCall {
 pub(crate) struct TableActor {
     table: KeyTable,
     clock: Arc<dyn Clock>,
+    faults: Arc<Faults>,
     simulated_work: Option<SimulatedWork>,
     sweep_interval: std::time::Duration,
     /// The table's size, published for `keys_tracked` without a round trip to the actor.
@@ -37,6 +45,11 @@ impl Actor for TableActor {
     type Reply = Result<Decision, CheckError>;
 
     async fn handle_call(&mut self, call: CheckCall) -> Self::Reply {
+        // A poisoned key takes the whole actor down, with everything queued behind it.
+        self.faults.trip_poison(&call.key);
+        if let Some(delay) = self.faults.slow_delay() {
+            tokio::time::sleep(delay).await;
+        }
         if let Some(work) = self.simulated_work {
             work.perform().await;
         }
@@ -62,57 +75,72 @@ impl Actor for TableActor {
     }
 }
 
-/// One shard: its handle and the count of keys it holds.
-struct Shard {
-    actor: ActorRef<TableActor>,
-    keys: Arc<AtomicUsize>,
-}
-
 /// The single-actor and sharded backends.
 pub struct ActorBackend {
     kind: BackendKind,
-    /// The registry: shard `i` serves every key whose stable hash maps to `i`.
-    shards: Vec<Shard>,
-    /// The running actor tasks, taken on shutdown. A std mutex: touched only at shutdown.
-    tasks: Mutex<Vec<ActorTask>>,
+    /// Supervises the shards and is the registry: shard `i` serves every key whose stable
+    /// hash maps to `i`, through whichever incarnation of it is alive.
+    supervisor: Supervisor<TableActor>,
+    /// Keys held per shard, published by each incarnation (reset when it restarts).
+    keys: Arc<[Arc<AtomicUsize>]>,
 }
 
 impl ActorBackend {
-    /// Starts `shards` actors (1 for the single-actor backend); must run inside a tokio runtime.
-    pub fn start(config: &BackendConfig, shards: usize, clock: Arc<dyn Clock>) -> Self {
+    /// Starts `shards` supervised actors (1 for the single-actor backend); must run inside a
+    /// tokio runtime.
+    pub fn start(config: &BackendConfig, shards: usize, context: &BuildContext) -> Self {
         let shards = shards.max(1);
         let kind = if shards == 1 && config.kind == BackendKind::Actor {
             BackendKind::Actor
         } else {
             BackendKind::Sharded
         };
-        let mut handles = Vec::with_capacity(shards);
-        let mut tasks = Vec::with_capacity(shards);
-        for index in 0..shards {
-            // Split max_keys exactly: the shards' caps add up to the configured total.
-            let cap = config.max_keys / shards + usize::from(index < config.max_keys % shards);
-            let keys = Arc::new(AtomicUsize::new(0));
-            let actor = TableActor {
-                table: KeyTable::new(cap.max(1), config.sweep_interval),
-                clock: Arc::clone(&clock),
-                simulated_work: config.simulated_work,
-                sweep_interval: config.sweep_interval,
-                keys: Arc::clone(&keys),
-            };
-            let (actor, task) = turnstile_actor::spawn(actor, config.mailbox, config.call_timeout);
-            handles.push(Shard { actor, keys });
-            tasks.push(task);
-        }
+        let keys: Arc<[Arc<AtomicUsize>]> = (0..shards).map(|_| Arc::default()).collect();
+        let factory = {
+            let keys = Arc::clone(&keys);
+            let clock = Arc::clone(&context.clock);
+            let faults = Arc::clone(&context.faults);
+            let (max_keys, sweep_interval, simulated_work) = (
+                config.max_keys,
+                config.sweep_interval,
+                config.simulated_work,
+            );
+            move |index: usize| {
+                // Split max_keys exactly: the shards' caps add up to the configured total.
+                let cap = max_keys / shards + usize::from(index < max_keys % shards);
+                // A new incarnation starts empty.
+                keys[index].store(0, Ordering::Relaxed);
+                TableActor {
+                    table: KeyTable::new(cap.max(1), sweep_interval),
+                    clock: Arc::clone(&clock),
+                    faults: Arc::clone(&faults),
+                    simulated_work,
+                    sweep_interval,
+                    keys: Arc::clone(&keys[index]),
+                }
+            }
+        };
+        let supervisor = Supervisor::start(
+            shards,
+            factory,
+            config.mailbox,
+            config.call_timeout,
+            config.supervisor.clone(),
+            Arc::new(Tagged {
+                backend: kind,
+                observer: Arc::clone(&context.observer),
+            }),
+        );
         Self {
             kind,
-            shards: handles,
-            tasks: Mutex::new(tasks),
+            supervisor,
+            keys,
         }
     }
 
     /// How many shards (1 for the single actor).
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.supervisor.len()
     }
 
     /// The shard that owns `key` under `policy`: stable for the life of the process and
@@ -121,13 +149,8 @@ impl ActorBackend {
         Ok(self.route(StateKey::new(policy.id(), key)?.as_bytes()))
     }
 
-    /// Each shard's current mailbox depth, in shard order.
-    pub fn mailbox_depths(&self) -> impl Iterator<Item = usize> + '_ {
-        self.shards.iter().map(|shard| shard.actor.depth())
-    }
-
     fn route(&self, state_key: &[u8]) -> usize {
-        match self.shards.len() {
+        match self.supervisor.len() {
             1 => 0,
             // xxh3 with its fixed default seed: the same key maps to the same shard in every
             // process, which keeps shard-level experiments reproducible.
@@ -146,38 +169,64 @@ impl Backend for ActorBackend {
             Ok(state_key) => state_key,
             Err(error) => return CheckFuture::ready(Err(error)),
         };
-        let shard = &self.shards[self.route(state_key.as_bytes())];
+        let shard = self.route(state_key.as_bytes());
         let call = CheckCall {
             key: state_key.as_bytes().into(),
             policy: *policy,
             cost,
         };
-        CheckFuture::waiting(async move { shard.actor.call(call).await? })
+        CheckFuture::waiting(async move { self.supervisor.call(shard, call).await? })
     }
 
     fn keys_tracked(&self) -> usize {
-        self.shards
+        self.keys
             .iter()
-            .map(|shard| shard.keys.load(Ordering::Relaxed))
+            .map(|keys| keys.load(Ordering::Relaxed))
             .sum()
     }
 
     fn is_ready(&self) -> bool {
-        self.shards.iter().all(|shard| !shard.actor.is_closed())
+        self.supervisor.state() == SupervisorState::Running
+    }
+
+    fn status(&self) -> BackendStatus {
+        let status = self.supervisor.status();
+        BackendStatus {
+            backend: self.kind,
+            state: BackendState::from(status.state),
+            children: status
+                .children
+                .into_iter()
+                .enumerate()
+                .map(|(index, child)| ChildStatus {
+                    index,
+                    alive: child.alive,
+                    restarts: child.restarts,
+                    mailbox_depth: child.mailbox_depth,
+                })
+                .collect(),
+            escalations: status.escalations,
+            pool: None,
+        }
+    }
+
+    fn kill(&self, target: KillTarget) -> BoxFuture<'_, Result<(), KillError>> {
+        Box::pin(async move {
+            match target {
+                KillTarget::Child(index) if index < self.supervisor.len() => {
+                    if self.supervisor.kill(index).await {
+                        Ok(())
+                    } else {
+                        Err(KillError::Stopped)
+                    }
+                }
+                KillTarget::Child(index) => Err(KillError::NoSuchChild(index)),
+                KillTarget::PoolWorker => Err(KillError::NoPool),
+            }
+        })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        let tasks = self
-            .tasks
-            .lock()
-            .map(|mut tasks| std::mem::take(&mut *tasks))
-            .unwrap_or_default();
-        Box::pin(async move {
-            for task in tasks {
-                if let Err(error) = task.stop().await {
-                    tracing::warn!(%error, "an actor ended abnormally during shutdown");
-                }
-            }
-        })
+        Box::pin(self.supervisor.shutdown())
     }
 }

@@ -9,11 +9,14 @@ use dashmap::mapref::entry::Entry;
 use tokio_util::sync::CancellationToken;
 use turnstile_core::{Clock, Decision, Policy, is_expired};
 
+use crate::faults::Faults;
 use crate::state_key::StateKey;
+use crate::status::{BackendState, BackendStatus, KillError, KillTarget};
 use crate::table::SweepSchedule;
 use crate::work::WorkKind;
 use crate::{
-    Backend, BackendConfig, BackendKind, BoxFuture, CheckError, CheckFuture, SimulatedWork,
+    Backend, BackendConfig, BackendKind, BoxFuture, BuildContext, CheckError, CheckFuture,
+    SimulatedWork,
 };
 
 /// Per-key atomic states in a concurrent map.
@@ -173,9 +176,14 @@ fn update(
 }
 
 /// The ETS-style backend.
+///
+/// There is no state-owning task: each check runs on its caller's task (the request's own, or
+/// a pool worker's). So an injected poison panics *there*, and only that one check is lost; the
+/// table, and every other key's state, survive.
 pub struct ConcurrentBackend {
     table: Arc<ConcurrentTable>,
     clock: Arc<dyn Clock>,
+    faults: Arc<Faults>,
     simulated_work: Option<SimulatedWork>,
     stopped: AtomicBool,
     /// Ends the periodic sweeper on shutdown.
@@ -184,7 +192,8 @@ pub struct ConcurrentBackend {
 
 impl ConcurrentBackend {
     /// Builds the table and starts its periodic sweeper (must run inside a tokio runtime).
-    pub fn start(config: &BackendConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn start(config: &BackendConfig, context: &BuildContext) -> Self {
+        let clock = Arc::clone(&context.clock);
         let table = Arc::new(ConcurrentTable::new(config.max_keys, config.sweep_interval));
         let sweeper = CancellationToken::new();
         tokio::spawn(sweep_periodically(
@@ -196,6 +205,7 @@ impl ConcurrentBackend {
         Self {
             table,
             clock,
+            faults: Arc::clone(&context.faults),
             simulated_work: config.simulated_work,
             stopped: AtomicBool::new(false),
             sweeper,
@@ -249,18 +259,25 @@ impl Backend for ConcurrentBackend {
             Ok(state_key) => state_key,
             Err(error) => return CheckFuture::ready(Err(error)),
         };
+        self.faults.trip_poison(state_key.as_bytes());
         let decide = move || {
             self.table
                 .check(state_key.as_bytes(), policy, cost, self.clock.as_ref())
         };
-        match self.simulated_work {
-            None => CheckFuture::ready(decide()),
-            Some(work) if work.kind == WorkKind::Spin => {
+        let slow = self.faults.slow_delay();
+        match (self.simulated_work, slow) {
+            (None, None) => CheckFuture::ready(decide()),
+            (Some(work), None) if work.kind == WorkKind::Spin => {
                 work.spin();
                 CheckFuture::ready(decide())
             }
-            Some(work) => CheckFuture::waiting(async move {
-                work.perform().await;
+            (work, slow) => CheckFuture::waiting(async move {
+                if let Some(delay) = slow {
+                    tokio::time::sleep(delay).await;
+                }
+                if let Some(work) = work {
+                    work.perform().await;
+                }
                 decide()
             }),
         }
@@ -272,6 +289,28 @@ impl Backend for ConcurrentBackend {
 
     fn is_ready(&self) -> bool {
         !self.stopped.load(Ordering::Acquire)
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus {
+            backend: BackendKind::Concurrent,
+            state: if self.is_ready() {
+                BackendState::Running
+            } else {
+                BackendState::Stopped
+            },
+            children: Vec::new(),
+            escalations: 0,
+            pool: None,
+        }
+    }
+
+    fn kill(&self, target: KillTarget) -> BoxFuture<'_, Result<(), KillError>> {
+        let error = match target {
+            KillTarget::Child(index) => KillError::NoSuchChild(index),
+            KillTarget::PoolWorker => KillError::NoPool,
+        };
+        Box::pin(std::future::ready(Err(error)))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

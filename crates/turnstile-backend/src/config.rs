@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use turnstile_actor::MailboxConfig;
+use turnstile_actor::{MailboxConfig, SupervisorConfig};
 
 use crate::SimulatedWork;
+use crate::pool::PoolConfig;
 
 /// The backend designs Turnstile can switch between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
@@ -57,6 +58,10 @@ pub struct BackendConfig {
     pub sweep_interval: Duration,
     /// Optional work performed inside the state owner on every check.
     pub simulated_work: Option<SimulatedWork>,
+    /// How actors (and pool workers) are restarted, and when the backend gives up.
+    pub supervisor: SupervisorConfig,
+    /// An optional pool of check workers in front of the backend.
+    pub pool: Option<PoolConfig>,
 }
 
 impl Default for BackendConfig {
@@ -69,6 +74,8 @@ impl Default for BackendConfig {
             max_keys: 1_000_000,
             sweep_interval: Duration::from_secs(10),
             simulated_work: None,
+            supervisor: SupervisorConfig::default(),
+            pool: None,
         }
     }
 }
@@ -88,6 +95,15 @@ pub enum BuildError {
     /// A zero call timeout or sweep interval.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
+    /// A pool of zero workers.
+    #[error("pool_size must be at least 1 when a pool is configured")]
+    ZeroPool,
+    /// Restart intensity of zero restarts.
+    #[error("max_restarts must be at least 1")]
+    ZeroRestarts,
+    /// deadpool refused the pool configuration.
+    #[error("check pool: {0}")]
+    Pool(String),
 }
 
 impl BackendConfig {
@@ -107,6 +123,15 @@ impl BackendConfig {
         }
         if self.sweep_interval.is_zero() {
             return Err(BuildError::ZeroDuration("sweep_interval"));
+        }
+        if self.pool.is_some_and(|pool| pool.size == 0) {
+            return Err(BuildError::ZeroPool);
+        }
+        if self.supervisor.max_restarts == 0 {
+            return Err(BuildError::ZeroRestarts);
+        }
+        if self.supervisor.window.is_zero() {
+            return Err(BuildError::ZeroDuration("restart_window"));
         }
         Ok(())
     }

@@ -39,9 +39,15 @@ pub enum CheckError {
     /// The owning actor crashed while the check was queued or being handled.
     #[error("the backend crashed while handling the check")]
     Crashed,
-    /// The backend is not serving (stopped, or failed).
+    /// The backend is not serving (stopped, restarting, or failed past its restart intensity).
     #[error("the backend is unavailable")]
     Unavailable,
+    /// No pool worker became free within the pool's wait timeout.
+    #[error("no check worker became free within the pool's wait timeout")]
+    PoolTimeout,
+    /// Shed by the gateway's overload protection before reaching the backend.
+    #[error("shed: the gateway is at its concurrency limit")]
+    Shed,
 }
 
 impl CheckError {
@@ -56,6 +62,8 @@ impl CheckError {
             Self::Timeout => "timeout",
             Self::Crashed => "crashed",
             Self::Unavailable => "unavailable",
+            Self::PoolTimeout => "pool_timeout",
+            Self::Shed => "shed",
         }
     }
 

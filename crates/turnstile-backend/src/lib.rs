@@ -22,6 +22,10 @@
 //! - `table`: the single-owner key table the actors use.
 //! - `state_key`: how `(policy, key)` becomes one table key without allocating.
 //! - [`SimulatedWork`]: optional per-check work, run inside whatever owns the state.
+//! - `pool`: [`PooledBackend`], the deadpool-managed check workers in front of a backend.
+//! - [`Faults`]: injected faults (poison a key, slow checks), tripped inside the state owner.
+//! - `status`: [`BackendStatus`], [`KillTarget`], and the [`BackendObserver`] of supervision
+//!   events.
 //!
 //! # Invariants
 //!
@@ -38,7 +42,10 @@ mod actor;
 mod concurrent;
 mod config;
 mod error;
+mod faults;
+mod pool;
 mod state_key;
+mod status;
 mod table;
 mod work;
 
@@ -53,7 +60,14 @@ pub use actor::ActorBackend;
 pub use concurrent::ConcurrentBackend;
 pub use config::{BackendConfig, BackendKind, BuildError};
 pub use error::CheckError;
+pub use faults::Faults;
+pub use pool::{PoolConfig, PooledBackend};
 pub use state_key::MAX_KEY_LEN;
+pub use status::{
+    BackendObserver, BackendState, BackendStatus, ChildStatus, IgnoreEvents, KillError, KillTarget,
+    PoolStatus,
+};
+pub use turnstile_actor::{ExitReason, RestartType, Strategy, SupervisorConfig};
 pub use turnstile_actor::{FullPolicy, MailboxConfig};
 pub use work::{SimulatedWork, WorkKind};
 
@@ -73,6 +87,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether the backend can serve checks now.
     fn is_ready(&self) -> bool;
+
+    /// A snapshot of its supervision state (actors, restarts, escalations, pool).
+    fn status(&self) -> BackendStatus;
+
+    /// Crashes an actor or a pool worker on purpose (fault injection).
+    fn kill(&self, target: KillTarget) -> BoxFuture<'_, Result<(), KillError>>;
 
     /// Stops the backend: actors finish what they have queued, then end. Checks made afterwards
     /// fail with [`CheckError::Unavailable`].
@@ -119,18 +139,51 @@ impl Future for CheckFuture<'_> {
     }
 }
 
-/// Builds the backend `config` describes, reading time from `clock`.
+/// What every backend built by one gateway shares: the clock, the fault injector, and the
+/// observer of supervision events.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Injected faults (poison, slow), shared so they survive a backend switch.
+    pub faults: Arc<Faults>,
+    /// Told of restarts, escalations and pool worker replacements.
+    pub observer: Arc<dyn BackendObserver>,
+}
+
+impl BuildContext {
+    /// A context with no faults injected and no observer.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            faults: Arc::default(),
+            observer: Arc::new(IgnoreEvents),
+        }
+    }
+}
+
+/// Builds the backend `config` describes (behind a check pool if one is configured).
 ///
-/// Must be called within a tokio runtime: actor backends spawn their actors, and every backend
-/// spawns or schedules its sweeping.
+/// Must be called within a tokio runtime: actor backends spawn their actors, the pool its
+/// workers, and every backend schedules its sweeping.
 pub fn build(
     config: &BackendConfig,
-    clock: Arc<dyn Clock>,
+    context: &BuildContext,
 ) -> Result<Arc<dyn Backend>, BuildError> {
     config.validate()?;
-    Ok(match config.kind {
-        BackendKind::Actor => Arc::new(ActorBackend::start(config, 1, clock)),
-        BackendKind::Sharded => Arc::new(ActorBackend::start(config, config.shards, clock)),
-        BackendKind::Concurrent => Arc::new(ConcurrentBackend::start(config, clock)),
-    })
+    let backend: Arc<dyn Backend> = match config.kind {
+        BackendKind::Actor => Arc::new(ActorBackend::start(config, 1, context)),
+        BackendKind::Sharded => Arc::new(ActorBackend::start(config, config.shards, context)),
+        BackendKind::Concurrent => Arc::new(ConcurrentBackend::start(config, context)),
+    };
+    match config.pool {
+        None => Ok(backend),
+        Some(pool) => Ok(Arc::new(PooledBackend::start(
+            backend,
+            pool,
+            config.call_timeout,
+            &config.supervisor,
+            Arc::clone(&context.observer),
+        )?)),
+    }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use turnstile_backend::{
-    ActorBackend, Backend, BackendConfig, BackendKind, CheckError, MailboxConfig, SimulatedWork,
-    WorkKind, build,
+    ActorBackend, Backend, BackendConfig, BackendKind, BuildContext, CheckError, MailboxConfig,
+    SimulatedWork, WorkKind, build,
 };
 use turnstile_core::{Clock, Decision, ManualClock, Policy};
 
@@ -33,7 +33,7 @@ fn start(kind: BackendKind, clock: &Arc<ManualClock>) -> Arc<dyn Backend> {
 
 fn start_with(config: BackendConfig, clock: &Arc<ManualClock>) -> Arc<dyn Backend> {
     let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
-    build(&config, clock).expect("valid config")
+    build(&config, &BuildContext::new(clock)).expect("valid config")
 }
 
 fn ten_per_second_burst_five() -> Policy {
@@ -336,7 +336,8 @@ async fn simulated_io_work_serializes_the_actor_but_not_the_others() {
     assert_eq!(time_for_simultaneous_checks(&actor, 64).await, 64 * MS);
 
     // Sixteen shards: as long as the busiest shard's queue.
-    let sharded = ActorBackend::start(&with_work(BackendKind::Sharded), 16, clock.clone());
+    let context = BuildContext::new(clock.clone());
+    let sharded = ActorBackend::start(&with_work(BackendKind::Sharded), 16, &context);
     let policy = ten_per_second_burst_five();
     let mut per_shard = [0u32; 16];
     for i in 0..64 {

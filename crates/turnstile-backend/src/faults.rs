@@ -1,0 +1,84 @@
+//! Fault injection, shared by every backend built from one context: poison a key so its next
+//! check panics inside whatever owns the state, or make every check slow for a while.
+//!
+//! Both are read on the hot path through one atomic flag each, so a gateway with no fault
+//! injected pays two relaxed loads per check and takes no lock.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::CheckError;
+use crate::state_key::StateKey;
+
+/// The faults currently injected.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Composite `(policy, key)` table keys whose next check panics.
+    poisoned: Mutex<HashSet<Box<[u8]>>>,
+    any_poisoned: AtomicBool,
+    /// Extra delay per check, until a deadline.
+    slow: Mutex<Option<(Instant, Duration)>>,
+    any_slow: AtomicBool,
+}
+
+impl Faults {
+    /// Poisons `key` under policy `policy_id`: its next check panics inside the state owner
+    /// (the actor, shard, pool worker, or the caller's own task for the concurrent map).
+    pub fn poison(&self, policy_id: u16, key: &str) -> Result<(), CheckError> {
+        let state_key = StateKey::new(policy_id, key)?;
+        if let Ok(mut poisoned) = self.poisoned.lock() {
+            poisoned.insert(state_key.as_bytes().into());
+            self.any_poisoned.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Whether `state_key` is poisoned; consumes the poison (it fires once).
+    pub(crate) fn take_poison(&self, state_key: &[u8]) -> bool {
+        if !self.any_poisoned.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(mut poisoned) = self.poisoned.lock() else {
+            return false;
+        };
+        let hit = poisoned.remove(state_key);
+        self.any_poisoned
+            .store(!poisoned.is_empty(), Ordering::Release);
+        hit
+    }
+
+    /// Panics if `state_key` is poisoned. Called by the state owner, where the panic belongs.
+    pub(crate) fn trip_poison(&self, state_key: &[u8]) {
+        if self.take_poison(state_key) {
+            panic!("injected fault: poisoned key");
+        }
+    }
+
+    /// Makes every check take `delay` longer, for `duration` from now.
+    pub fn slow_down(&self, delay: Duration, duration: Duration) {
+        if let Ok(mut slow) = self.slow.lock() {
+            *slow = Some((Instant::now() + duration, delay));
+            self.any_slow.store(true, Ordering::Release);
+        }
+    }
+
+    /// The extra delay to apply to a check now, if a slow-down is in force.
+    pub(crate) fn slow_delay(&self) -> Option<Duration> {
+        if !self.any_slow.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut slow = self.slow.lock().ok()?;
+        match *slow {
+            Some((until, delay)) if Instant::now() < until => Some(delay),
+            _ => {
+                *slow = None;
+                self.any_slow.store(false, Ordering::Release);
+                None
+            }
+        }
+    }
+}
