@@ -311,6 +311,7 @@ impl Config {
             max_keys: self.max_keys,
             sweep_interval: self.sweep_interval,
             simulated_work: self.simulated_work,
+            ..BackendConfig::default()
         }
     }
 }
@@ -329,6 +330,9 @@ impl ValidateForGateway for BackendConfig {
                 BuildError::ZeroMaxKeys => "max_keys",
                 BuildError::ZeroMailbox => "mailbox_capacity",
                 BuildError::ZeroDuration(field) => field,
+                BuildError::ZeroPool => "pool_size",
+                BuildError::ZeroRestarts => "supervision.max_restarts",
+                BuildError::Pool(_) => "pool_size",
             };
             (field, error.to_string())
         })

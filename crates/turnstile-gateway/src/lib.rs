@@ -95,7 +95,10 @@ impl AppState {
         config.validate()?;
         let metrics = Metrics::new(config.backend)?;
         let policies = PolicySet::new(config, &metrics)?;
-        let backend = turnstile_backend::build(&config.backend_config(), clock)?;
+        let backend = turnstile_backend::build(
+            &config.backend_config(),
+            &turnstile_backend::BuildContext::new(clock),
+        )?;
         let forward_auth_key_header = config
             .forward_auth
             .key_header
