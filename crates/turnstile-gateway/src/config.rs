@@ -15,7 +15,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use turnstile_backend::{BackendConfig, BackendKind, FullPolicy, MailboxConfig, SimulatedWork};
+use turnstile_backend::{
+    BackendConfig, BackendKind, FullPolicy, MailboxConfig, PoolConfig, RestartType, SimulatedWork,
+    Strategy, SupervisorConfig,
+};
 
 /// Everything the gateway is configured with. See the README's configuration reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +57,23 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// IPv6 clients are limited per prefix of this length (a /64 is one subscriber's).
     pub ipv6_prefix_len: u8,
+    /// Check-pool workers between the gateway and the backend (0: no pool).
+    pub pool_size: usize,
+    /// How long a check waits for a free pool worker (`pool_timeout` after); 0 sheds at once.
+    #[serde(with = "humantime_serde")]
+    pub pool_wait_timeout: Duration,
+    /// How crashed actors and pool workers are restarted, and when the backend gives up.
+    pub supervision: Supervision,
+    /// Requests in flight at most on the rate-limited routes; beyond, they are shed (503,
+    /// counted as `shed`). 0: no limit.
+    pub max_concurrent_requests: usize,
+    /// Longest a request on a rate-limited route may take (503, counted as `timeout`).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The admin listener (fault injection, supervision state, backend switch). Off unless set.
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin API requires; mandatory when `admin_listen` is not loopback.
+    pub admin_token: Option<String>,
     /// The demo gateway route (every path not otherwise routed).
     pub gateway: GatewayRoute,
     /// The `/v1/forward-auth` endpoint for proxies' external-auth hooks.
@@ -70,6 +90,52 @@ pub enum MailboxWhenFull {
     Reject,
     /// Wait for room, within the call timeout.
     Wait,
+}
+
+/// Supervision of actors and pool workers (OTP's restart intensity and strategies).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Supervision {
+    /// `one_for_one` restarts the child that died; `one_for_all` restarts every child.
+    pub strategy: StrategyName,
+    /// `permanent` (always restart), `transient` (only after a crash), `temporary` (never).
+    pub restart: RestartName,
+    /// Restarts tolerated within `window`; one more fails the backend (Elixir: 3 in 5 s).
+    pub max_restarts: u32,
+    /// The restart-intensity window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// First restart delay; doubles per restart within the window, jittered ×[0.5, 1.5).
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Largest restart delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// How long a failed backend refuses checks (`unavailable`) before it is re-armed.
+    #[serde(with = "humantime_serde")]
+    pub cool_off: Duration,
+}
+
+/// Supervision strategy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyName {
+    /// Restart only the child that died.
+    OneForOne,
+    /// Restart every child when one dies.
+    OneForAll,
+}
+
+/// Restart type names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartName {
+    /// Always restarted.
+    Permanent,
+    /// Restarted after a crash only.
+    Transient,
+    /// Never restarted.
+    Temporary,
 }
 
 /// The demo gateway route.
@@ -145,6 +211,21 @@ impl Default for Config {
             legacy_ratelimit_headers: false,
             trusted_proxies: Vec::new(),
             ipv6_prefix_len: 64,
+            pool_size: 0,
+            pool_wait_timeout: Duration::from_secs(1),
+            supervision: Supervision {
+                strategy: StrategyName::OneForOne,
+                restart: RestartName::Permanent,
+                max_restarts: 3,
+                window: Duration::from_secs(5),
+                backoff: Duration::from_millis(10),
+                backoff_max: Duration::from_secs(1),
+                cool_off: Duration::from_secs(10),
+            },
+            max_concurrent_requests: 4096,
+            request_timeout: Duration::from_secs(30),
+            admin_listen: None,
+            admin_token: None,
             gateway: GatewayRoute {
                 policy: "default".into(),
             },
@@ -255,6 +336,30 @@ impl Config {
         if self.ipv6_prefix_len == 0 || self.ipv6_prefix_len > 128 {
             return Err(invalid("ipv6_prefix_len", "must be between 1 and 128"));
         }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("request_timeout", "must be greater than zero"));
+        }
+        if self.supervision.cool_off.is_zero() {
+            return Err(invalid("supervision.cool_off", "must be greater than zero"));
+        }
+        if let Some(token) = &self.admin_token
+            && token.trim().is_empty()
+        {
+            return Err(invalid("admin_token", "must not be empty when set"));
+        }
+        if let Some(admin) = self.admin_listen {
+            if !admin.ip().is_loopback() && self.admin_token.is_none() {
+                return Err(invalid(
+                    "admin_listen",
+                    format!(
+                        "{admin} is not a loopback address: the admin API can crash the service, so set `admin_token` too"
+                    ),
+                ));
+            }
+            if admin == self.listen && admin.port() != 0 {
+                return Err(invalid("admin_listen", "must differ from `listen`"));
+            }
+        }
         if self.body_limit_bytes < 64 {
             return Err(invalid("body_limit_bytes", "must be at least 64"));
         }
@@ -311,7 +416,27 @@ impl Config {
             max_keys: self.max_keys,
             sweep_interval: self.sweep_interval,
             simulated_work: self.simulated_work,
-            ..BackendConfig::default()
+            supervisor: SupervisorConfig {
+                strategy: match self.supervision.strategy {
+                    StrategyName::OneForOne => Strategy::OneForOne,
+                    StrategyName::OneForAll => Strategy::OneForAll,
+                },
+                restart: match self.supervision.restart {
+                    RestartName::Permanent => RestartType::Permanent,
+                    RestartName::Transient => RestartType::Transient,
+                    RestartName::Temporary => RestartType::Temporary,
+                },
+                max_restarts: self.supervision.max_restarts,
+                window: self.supervision.window,
+                backoff_base: self.supervision.backoff,
+                backoff_max: self.supervision.backoff_max,
+                cool_off: self.supervision.cool_off,
+                jitter_seed: None,
+            },
+            pool: (self.pool_size > 0).then_some(PoolConfig {
+                size: self.pool_size,
+                wait_timeout: self.pool_wait_timeout,
+            }),
         }
     }
 }
@@ -329,6 +454,7 @@ impl ValidateForGateway for BackendConfig {
                 BuildError::ZeroShards => "shards",
                 BuildError::ZeroMaxKeys => "max_keys",
                 BuildError::ZeroMailbox => "mailbox_capacity",
+                BuildError::ZeroDuration("restart_window") => "supervision.window",
                 BuildError::ZeroDuration(field) => field,
                 BuildError::ZeroPool => "pool_size",
                 BuildError::ZeroRestarts => "supervision.max_restarts",

@@ -65,6 +65,15 @@ pub enum ApiError {
     /// The backend dropped the check and the policy fails closed.
     #[error("the rate limiter could not decide ({}); the policy fails closed", .0.reason())]
     Dropped(CheckError),
+    /// The admin API needs its bearer token.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// No such admin route.
+    #[error("no such route")]
+    NotFound,
+    /// A crash could not be injected.
+    #[error("{0}")]
+    Kill(turnstile_backend::KillError),
     /// Route exists, method does not.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -87,6 +96,11 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Dropped(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound | Self::Kill(turnstile_backend::KillError::NoSuchChild(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Kill(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,6 +121,12 @@ impl ApiError {
             Self::InvalidKeyHeader { .. } => "invalid_key_header",
             Self::Dropped(error) => error.reason(),
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::Kill(turnstile_backend::KillError::NoSuchChild(_)) => "no_such_actor",
+            Self::Kill(turnstile_backend::KillError::NoPool) => "no_pool",
+            Self::Kill(turnstile_backend::KillError::NoIdleWorker) => "no_idle_worker",
+            Self::Kill(turnstile_backend::KillError::Stopped) => "stopped",
             Self::Internal => "internal",
         }
     }

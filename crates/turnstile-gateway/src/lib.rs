@@ -12,6 +12,7 @@
 //! - `headers`: `Retry-After` and the IETF `RateLimit` headers.
 //! - [`error`]: [`ApiError`], the one error type, rendered as JSON with a 4xx/503 status.
 //! - [`metrics`]: the Prometheus registry.
+//! - `admin`: the admin listener (fault injection, supervision state, backend switch).
 //! - [`Application`]: binds, serves, drains on shutdown; [`app`] builds the router for tests.
 //!
 //! # Invariants
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 
+mod admin;
 mod client_ip;
 mod headers;
 mod policies;
@@ -36,12 +38,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
-use turnstile_backend::Backend;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use turnstile_backend::{Backend, BackendConfig, BackendKind, BuildContext, CheckError};
 use turnstile_core::{Clock, MonotonicClock};
 
 pub use client_ip::ClientIpResolver;
@@ -53,9 +60,17 @@ use policies::PolicySet;
 
 /// Everything the handlers share.
 pub struct AppState {
-    backend: Arc<dyn Backend>,
+    /// The active backend. Swapped whole by the admin API's backend switch; each check holds
+    /// its own `Arc` to the backend it started on, so a switch never cuts a check in half.
+    backend: ArcSwap<Arc<dyn Backend>>,
+    /// What the active backend was built from, to build its replacement on a switch.
+    backend_config: BackendConfig,
+    /// Clock, faults and observer, shared by every backend this gateway builds.
+    context: BuildContext,
+    /// Serialises backend switches.
+    switching: tokio::sync::Mutex<()>,
     policies: PolicySet,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     client_ip: ClientIpResolver,
     gateway_policy: String,
     forward_auth_policy: String,
@@ -63,6 +78,9 @@ pub struct AppState {
     forward_auth_deny_status: StatusCode,
     legacy_ratelimit_headers: bool,
     body_limit_bytes: usize,
+    max_concurrent_requests: usize,
+    request_timeout: Duration,
+    admin_token: Option<String>,
 }
 
 /// Why the gateway could not start.
@@ -93,12 +111,15 @@ impl AppState {
     /// Must be called inside a tokio runtime (backends spawn their tasks).
     pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         config.validate()?;
-        let metrics = Metrics::new(config.backend)?;
+        let metrics = Arc::new(Metrics::new(config.backend)?);
         let policies = PolicySet::new(config, &metrics)?;
-        let backend = turnstile_backend::build(
-            &config.backend_config(),
-            &turnstile_backend::BuildContext::new(clock),
-        )?;
+        let context = BuildContext {
+            clock,
+            faults: Arc::default(),
+            observer: Arc::clone(&metrics) as Arc<dyn turnstile_backend::BackendObserver>,
+        };
+        let backend_config = config.backend_config();
+        let backend = turnstile_backend::build(&backend_config, &context)?;
         let forward_auth_key_header = config
             .forward_auth
             .key_header
@@ -110,7 +131,10 @@ impl AppState {
                 problem: "not a valid HTTP header name".into(),
             })?;
         Ok(Arc::new(Self {
-            backend,
+            backend: ArcSwap::from_pointee(backend),
+            backend_config,
+            context,
+            switching: tokio::sync::Mutex::new(()),
             policies,
             metrics,
             client_ip: ClientIpResolver::new(
@@ -124,44 +148,103 @@ impl AppState {
                 .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
             legacy_ratelimit_headers: config.legacy_ratelimit_headers,
             body_limit_bytes: config.body_limit_bytes,
+            max_concurrent_requests: config.max_concurrent_requests,
+            request_timeout: config.request_timeout,
+            admin_token: config.admin_token.clone(),
         }))
     }
 
-    /// The backend serving checks.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// The backend serving checks now.
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend.load())
     }
 
     /// The gateway's metrics (tests read the same counters `/metrics` exports).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    /// The fault injector shared by every backend of this gateway.
+    pub fn faults(&self) -> &turnstile_backend::Faults {
+        &self.context.faults
+    }
+
+    /// Replaces the active backend with a new one of `kind` (same configuration otherwise).
+    /// New checks go to the new backend at once; the old one drains what it has queued, then
+    /// stops. Its keys' state does not carry over.
+    pub async fn switch_backend(&self, kind: BackendKind) -> Result<(), StartError> {
+        let _one_at_a_time = self.switching.lock().await;
+        let config = BackendConfig {
+            kind,
+            ..self.backend_config.clone()
+        };
+        let replacement = turnstile_backend::build(&config, &self.context)?;
+        let previous = self.backend.swap(Arc::new(replacement));
+        self.metrics.set_active(kind);
+        tracing::warn!(from = %previous.kind(), to = %kind, "backend switched; the old one drains");
+        tokio::spawn(async move { previous.shutdown().await });
+        Ok(())
+    }
 }
 
 /// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the
 /// client-limited routes know the peer address.
+///
+/// The rate-limited routes sit behind tower's overload protection: a concurrency limit whose
+/// excess is shed at once (503, counted as `shed`) rather than queued, and a request timeout
+/// (503, counted as `timeout`). The operational endpoints are outside it, so health checks and
+/// scrapes still answer when the gateway is saturated.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let overload_state = Arc::clone(&state);
+    let limited = Router::new()
         .route("/v1/check", post(routes::check))
         .route("/v1/forward-auth", any(routes::forward_auth))
+        .fallback(routes::gateway)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
+                    let state = Arc::clone(&overload_state);
+                    async move { overload_response(&state, &error) }
+                }))
+                .load_shed()
+                .option_layer((state.max_concurrent_requests > 0).then(|| {
+                    tower::limit::ConcurrencyLimitLayer::new(state.max_concurrent_requests)
+                }))
+                .timeout(state.request_timeout),
+        );
+    Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
-        .fallback(routes::gateway)
+        .merge(limited)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
         .with_state(state)
 }
 
+/// What an overloaded or timed-out request gets, counted as a drop of the active backend.
+fn overload_response(state: &AppState, error: &tower::BoxError) -> axum::response::Response {
+    let dropped = if error.is::<tower::load_shed::error::Overloaded>() {
+        CheckError::Shed
+    } else {
+        CheckError::Timeout
+    };
+    state
+        .metrics
+        .record_drop(state.backend.load().kind(), dropped.reason());
+    ApiError::Dropped(dropped).into_response()
+}
+
 /// A bound, ready-to-run gateway.
 pub struct Application {
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     state: Arc<AppState>,
     shutdown_grace: Duration,
 }
 
 impl Application {
-    /// Validates `config`, builds the backend on the monotonic clock, and binds the listener.
+    /// Validates `config`, builds the backend on the monotonic clock, and binds the listeners.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         Self::build_with_clock(config, Arc::new(MonotonicClock::new())).await
     }
@@ -172,15 +255,19 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let state = AppState::new(&config, clock)?;
-        let listener =
-            TcpListener::bind(config.listen)
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
                 .await
-                .map_err(|source| StartError::Bind {
-                    address: config.listen,
-                    source,
-                })?;
+                .map_err(|source| StartError::Bind { address, source })
+        };
+        let listener = bind(config.listen).await?;
+        let admin_listener = match config.admin_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            admin_listener,
             state,
             shutdown_grace: config.shutdown_grace,
         })
@@ -189,6 +276,13 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address, if it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The shared state (for tests and embedding).
@@ -202,21 +296,34 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopping = CancellationToken::new();
+        tokio::spawn({
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining in-flight requests");
+                stopping.cancel();
+            }
+        });
+        if let Some(listener) = self.admin_listener {
+            let admin = admin::router(Arc::clone(&self.state));
+            let stopped = stopping.clone();
+            tokio::spawn(async move {
+                let serve =
+                    axum::serve(listener, admin).with_graceful_shutdown(stopped.cancelled_owned());
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "admin listener failed");
+                }
+            });
+        }
         let service =
             app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(self.listener, service).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: draining in-flight requests");
-            let _ = draining_tx.send(());
-        });
+        let serve = axum::serve(self.listener, service)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned());
         let grace = self.shutdown_grace;
         let grace_expired = async move {
-            if draining_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
         };
         tokio::select! {
             result = serve => result?,
@@ -224,7 +331,7 @@ impl Application {
                 tracing::warn!(?grace, "grace period over: abandoning requests still in flight");
             }
         }
-        self.state.backend.shutdown().await;
+        self.state.backend().shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,16 +1,19 @@
 //! Prometheus metrics. Labels are bounded: backend, policy (from configuration), result,
-//! outcome, reason. A key or an IP is never a label value.
+//! outcome, reason, child (a shard index, bounded by the configured shard count), fault kind.
+//! A key or an IP is never a label value.
 //!
-//! Every series touched on the request path is resolved once at start-up, so recording is an
-//! atomic add, not a label lookup.
+//! Every series touched on the request path is resolved once at start-up, for every backend
+//! kind (the active backend can be switched at run time), so recording is an atomic add, not a
+//! label lookup. Supervision events arrive through [`BackendObserver`] as they happen; gauges
+//! (keys, mailbox depths, pool) are refreshed from the backend's status at each scrape.
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
-use turnstile_backend::BackendKind;
+use turnstile_backend::{BackendKind, BackendObserver, BackendState, BackendStatus, ExitReason};
 
 /// Check latencies span ~1 µs (the concurrent map) to seconds (a backlogged actor, timeouts).
 const CHECK_BUCKETS_SECONDS: &[f64] = &[
@@ -18,54 +21,78 @@ const CHECK_BUCKETS_SECONDS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The gateway's metrics, in their own registry (so tests can run many gateways at once).
-pub struct Metrics {
-    registry: Registry,
-    backend: &'static str,
-    decisions: IntCounterVec,
-    dropped: IntCounterVec,
-    keys_tracked: IntGauge,
-    check_allowed: Histogram,
-    check_limited: Histogram,
-    check_dropped: Histogram,
-    check_invalid: Histogram,
-}
+const KINDS: usize = BackendKind::ALL.len();
 
-/// The two decision counters of one policy, resolved at start-up.
-#[derive(Clone)]
-pub(crate) struct PolicyCounters {
-    allowed: IntCounter,
-    limited: IntCounter,
+fn kind_index(kind: BackendKind) -> usize {
+    BackendKind::ALL
+        .iter()
+        .position(|candidate| *candidate == kind)
+        .unwrap_or(0)
 }
 
 /// What became of a check, for the latency histogram.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CheckOutcome {
-    Allowed,
-    Limited,
-    Dropped,
-    Invalid,
+    Allowed = 0,
+    Limited = 1,
+    Dropped = 2,
+    Invalid = 3,
+}
+
+const OUTCOMES: [&str; 4] = ["allowed", "limited", "dropped", "invalid"];
+
+/// The two decision counters of one policy, for every backend kind, resolved at start-up.
+#[derive(Clone)]
+pub(crate) struct PolicyCounters {
+    allowed: [IntCounter; KINDS],
+    limited: [IntCounter; KINDS],
+}
+
+/// The gateway's metrics, in their own registry (so tests can run many gateways at once).
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    dropped: IntCounterVec,
+    check_duration: Vec<[Histogram; 4]>,
+    keys_tracked: IntGaugeVec,
+    build_info: IntGaugeVec,
+    backend_up: IntGaugeVec,
+    restarts: IntCounterVec,
+    escalations: IntCounterVec,
+    mailbox_depth: IntGaugeVec,
+    pool_size: IntGaugeVec,
+    pool_available: IntGaugeVec,
+    pool_waiting: IntGaugeVec,
+    pool_replaced: IntCounterVec,
+    faults: IntCounterVec,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 impl Metrics {
-    /// Creates and registers every metric for a gateway running `backend`.
-    pub fn new(backend: BackendKind) -> Result<Self, prometheus::Error> {
+    /// Creates and registers every metric; `active` is the backend serving at start-up.
+    pub fn new(active: BackendKind) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let backend = backend.as_str();
-        let decisions = IntCounterVec::new(
-            Opts::new(
-                "turnstile_decisions_total",
-                "Rate-limit decisions made, by backend, policy and result (allowed or limited).",
-            ),
-            &["backend", "policy", "result"],
-        )?;
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "turnstile_dropped_checks_total",
-                "Checks the backend did not decide, by backend and reason.",
-            ),
-            &["backend", "reason"],
-        )?;
         let check_duration = HistogramVec::new(
             HistogramOpts::new(
                 "turnstile_check_duration_seconds",
@@ -74,91 +101,242 @@ impl Metrics {
             .buckets(CHECK_BUCKETS_SECONDS.to_vec()),
             &["backend", "outcome"],
         )?;
-        let keys_tracked = IntGaugeVec::new(
-            Opts::new(
-                "turnstile_keys_tracked",
-                "Keys currently held by the backend.",
-            ),
-            &["backend"],
-        )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "turnstile_build_info",
-                "Always 1; labels carry the version and the running backend.",
-            ),
-            &["version", "backend"],
-        )?;
-        registry.register(Box::new(decisions.clone()))?;
-        registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
-        registry.register(Box::new(keys_tracked.clone()))?;
-        registry.register(Box::new(build_info.clone()))?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), backend])
-            .set(1);
-        Ok(Self {
+        let check_duration = BackendKind::ALL
+            .iter()
+            .map(|kind| {
+                OUTCOMES.map(|outcome| check_duration.with_label_values(&[kind.as_str(), outcome]))
+            })
+            .collect();
+        let metrics = Self {
+            decisions: counter(
+                &registry,
+                "turnstile_decisions_total",
+                "Rate-limit decisions made, by backend, policy and result (allowed or limited).",
+                &["backend", "policy", "result"],
+            )?,
+            dropped: counter(
+                &registry,
+                "turnstile_dropped_checks_total",
+                "Checks that got no decision (crashed, mailbox_full, timeout, unavailable, pool_timeout, shed, table_full), by backend and reason.",
+                &["backend", "reason"],
+            )?,
+            check_duration,
+            keys_tracked: gauge(
+                &registry,
+                "turnstile_keys_tracked",
+                "Keys currently held by the active backend.",
+                &["backend"],
+            )?,
+            build_info: gauge(
+                &registry,
+                "turnstile_build_info",
+                "Always 1; labels carry the version and the active backend.",
+                &["version", "backend"],
+            )?,
+            backend_up: gauge(
+                &registry,
+                "turnstile_backend_up",
+                "1 while the active backend serves; 0 while it is failed (restart intensity exceeded) or stopped.",
+                &["backend"],
+            )?,
+            restarts: counter(
+                &registry,
+                "turnstile_actor_restarts_total",
+                "Actor restarts by the supervisor, by backend and child (shard index; 0 for the single actor).",
+                &["backend", "child"],
+            )?,
+            escalations: counter(
+                &registry,
+                "turnstile_supervisor_escalations_total",
+                "Times a backend's supervisor exceeded its restart intensity and failed the backend.",
+                &["backend"],
+            )?,
+            mailbox_depth: gauge(
+                &registry,
+                "turnstile_mailbox_depth",
+                "Messages waiting in each actor's mailbox, by backend and child.",
+                &["backend", "child"],
+            )?,
+            pool_size: gauge(
+                &registry,
+                "turnstile_pool_workers",
+                "Check-pool workers currently created.",
+                &["backend"],
+            )?,
+            pool_available: gauge(
+                &registry,
+                "turnstile_pool_available",
+                "Idle check-pool workers.",
+                &["backend"],
+            )?,
+            pool_waiting: gauge(
+                &registry,
+                "turnstile_pool_waiting",
+                "Callers waiting for a check-pool worker.",
+                &["backend"],
+            )?,
+            pool_replaced: counter(
+                &registry,
+                "turnstile_pool_workers_replaced_total",
+                "Dead check-pool workers replaced.",
+                &["backend"],
+            )?,
+            faults: counter(
+                &registry,
+                "turnstile_faults_injected_total",
+                "Faults injected through the admin API, by kind (crash, poison, slow, switch).",
+                &["kind"],
+            )?,
             registry,
-            backend,
-            keys_tracked: keys_tracked.with_label_values(&[backend]),
-            check_allowed: check_duration.with_label_values(&[backend, "allowed"]),
-            check_limited: check_duration.with_label_values(&[backend, "limited"]),
-            check_dropped: check_duration.with_label_values(&[backend, "dropped"]),
-            check_invalid: check_duration.with_label_values(&[backend, "invalid"]),
-            decisions,
-            dropped,
-        })
+        };
+        metrics.set_active(active);
+        Ok(metrics)
+    }
+
+    /// Marks `kind` as the active backend in `turnstile_build_info`.
+    pub(crate) fn set_active(&self, kind: BackendKind) {
+        self.build_info.reset();
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), kind.as_str()])
+            .set(1);
     }
 
     /// The counters for one policy (called once per policy at start-up).
     pub(crate) fn policy_counters(&self, policy: &str) -> PolicyCounters {
-        PolicyCounters {
-            allowed: self
-                .decisions
-                .with_label_values(&[self.backend, policy, "allowed"]),
-            limited: self
-                .decisions
-                .with_label_values(&[self.backend, policy, "limited"]),
-        }
-    }
-
-    pub(crate) fn record_check(&self, outcome: CheckOutcome, elapsed: Duration) {
-        let histogram = match outcome {
-            CheckOutcome::Allowed => &self.check_allowed,
-            CheckOutcome::Limited => &self.check_limited,
-            CheckOutcome::Dropped => &self.check_dropped,
-            CheckOutcome::Invalid => &self.check_invalid,
+        let resolve = |result| {
+            BackendKind::ALL.map(|kind| {
+                self.decisions
+                    .with_label_values(&[kind.as_str(), policy, result])
+            })
         };
-        histogram.observe(elapsed.as_secs_f64());
-    }
-
-    pub(crate) fn record_decision(counters: &PolicyCounters, allowed: bool) {
-        if allowed {
-            counters.allowed.inc();
-        } else {
-            counters.limited.inc();
+        PolicyCounters {
+            allowed: resolve("allowed"),
+            limited: resolve("limited"),
         }
     }
 
-    /// Counts a dropped check; `reason` is one of the backend's bounded reasons.
-    pub(crate) fn record_drop(&self, reason: &'static str) {
+    pub(crate) fn record_check(&self, kind: BackendKind, outcome: CheckOutcome, elapsed: Duration) {
+        self.check_duration[kind_index(kind)][outcome as usize].observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn record_decision(counters: &PolicyCounters, kind: BackendKind, allowed: bool) {
+        let index = kind_index(kind);
+        if allowed {
+            counters.allowed[index].inc();
+        } else {
+            counters.limited[index].inc();
+        }
+    }
+
+    /// Counts a dropped check; `reason` is one of the bounded drop reasons.
+    pub(crate) fn record_drop(&self, kind: BackendKind, reason: &'static str) {
         self.dropped
-            .with_label_values(&[self.backend, reason])
+            .with_label_values(&[kind.as_str(), reason])
             .inc();
     }
 
-    /// How many checks were dropped for `reason` so far (the same counter `/metrics` exports).
-    pub fn dropped_total(&self, reason: &str) -> u64 {
+    pub(crate) fn record_fault(&self, kind: &'static str) {
+        self.faults.with_label_values(&[kind]).inc();
+    }
+
+    /// Checks dropped for `reason` by `kind` so far (the counter `/metrics` exports).
+    pub fn dropped_total(&self, kind: BackendKind, reason: &str) -> u64 {
         self.dropped
-            .with_label_values(&[self.backend, reason])
+            .with_label_values(&[kind.as_str(), reason])
             .get()
     }
 
-    /// Renders every metric in the Prometheus text format, refreshing gauges first.
-    pub(crate) fn render(&self, keys_tracked: usize) -> Result<String, prometheus::Error> {
+    /// Decisions made by `kind` under `policy` with `result` (the counter `/metrics` exports).
+    pub fn decisions_total(&self, kind: BackendKind, policy: &str, result: &str) -> u64 {
+        self.decisions
+            .with_label_values(&[kind.as_str(), policy, result])
+            .get()
+    }
+
+    /// Restarts of `child` of `kind` (the counter `/metrics` exports).
+    pub fn restarts_total(&self, kind: BackendKind, child: usize) -> u64 {
+        self.restarts
+            .with_label_values(&[kind.as_str(), &child.to_string()])
+            .get()
+    }
+
+    /// Escalations of `kind`'s supervisor (the counter `/metrics` exports).
+    pub fn escalations_total(&self, kind: BackendKind) -> u64 {
+        self.escalations.with_label_values(&[kind.as_str()]).get()
+    }
+
+    /// Faults injected of `kind` (the counter `/metrics` exports).
+    pub fn faults_total(&self, kind: &str) -> u64 {
+        self.faults.with_label_values(&[kind]).get()
+    }
+
+    /// Renders every metric in the Prometheus text format, refreshing the gauges from the
+    /// active backend's status first.
+    pub(crate) fn render(
+        &self,
+        status: &BackendStatus,
+        keys_tracked: usize,
+    ) -> Result<String, prometheus::Error> {
+        let backend = status.backend.as_str();
+        // Gauges describe the active backend only: a switched-away backend's series vanish.
+        for gauge in [
+            &self.keys_tracked,
+            &self.backend_up,
+            &self.mailbox_depth,
+            &self.pool_size,
+            &self.pool_available,
+            &self.pool_waiting,
+        ] {
+            gauge.reset();
+        }
+        let clamp = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
         self.keys_tracked
-            .set(i64::try_from(keys_tracked).unwrap_or(i64::MAX));
+            .with_label_values(&[backend])
+            .set(clamp(keys_tracked));
+        self.backend_up
+            .with_label_values(&[backend])
+            .set(i64::from(status.state == BackendState::Running));
+        for child in &status.children {
+            self.mailbox_depth
+                .with_label_values(&[backend, &child.index.to_string()])
+                .set(clamp(child.mailbox_depth));
+        }
+        if let Some(pool) = &status.pool {
+            self.pool_size
+                .with_label_values(&[backend])
+                .set(clamp(pool.size));
+            self.pool_available
+                .with_label_values(&[backend])
+                .set(clamp(pool.available));
+            self.pool_waiting
+                .with_label_values(&[backend])
+                .set(clamp(pool.waiting));
+        }
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))
+    }
+}
+
+impl BackendObserver for Metrics {
+    fn child_exited(&self, _backend: BackendKind, _child: usize, _reason: ExitReason) {}
+
+    fn child_restarted(&self, backend: BackendKind, child: usize) {
+        self.restarts
+            .with_label_values(&[backend.as_str(), &child.to_string()])
+            .inc();
+    }
+
+    fn escalated(&self, backend: BackendKind) {
+        self.escalations
+            .with_label_values(&[backend.as_str()])
+            .inc();
+    }
+
+    fn pool_worker_replaced(&self, backend: BackendKind) {
+        self.pool_replaced
+            .with_label_values(&[backend.as_str()])
+            .inc();
     }
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use turnstile_backend::{CheckError, MAX_KEY_LEN};
 use turnstile_core::Decision;
@@ -34,15 +36,25 @@ enum Outcome {
     AdmittedOnDrop(CheckError),
 }
 
-/// Runs one check through the backend, recording metrics, applying the failure mode.
+/// Runs one check through the active backend, recording metrics, applying the failure mode.
+///
+/// A panic while deciding (an injected poison, on the concurrent map, runs on this very task)
+/// is caught here and becomes a `crashed` drop: one lost check, never a 500 or a dead
+/// connection. In an actor or a pool worker the panic kills that task instead, and its
+/// callers see `crashed` through their replies.
 async fn decide(
     state: &AppState,
     key: &str,
     policy: &NamedPolicy,
     cost: u32,
 ) -> Result<Outcome, ApiError> {
+    let backend = state.backend();
+    let kind = backend.kind();
     let started = Instant::now();
-    let result = state.backend.check(key, &policy.policy, cost).await;
+    let result = AssertUnwindSafe(async { backend.check(key, &policy.policy, cost).await })
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(CheckError::Crashed));
     let elapsed = started.elapsed();
     match result {
         Ok(decision) => {
@@ -51,13 +63,15 @@ async fn decide(
             } else {
                 CheckOutcome::Limited
             };
-            state.metrics.record_check(outcome, elapsed);
-            Metrics::record_decision(&policy.counters, decision.allowed);
+            state.metrics.record_check(kind, outcome, elapsed);
+            Metrics::record_decision(&policy.counters, kind, decision.allowed);
             Ok(Outcome::Decided(decision))
         }
         Err(error) if error.is_drop() => {
-            state.metrics.record_check(CheckOutcome::Dropped, elapsed);
-            state.metrics.record_drop(error.reason());
+            state
+                .metrics
+                .record_check(kind, CheckOutcome::Dropped, elapsed);
+            state.metrics.record_drop(kind, error.reason());
             tracing::debug!(reason = error.reason(), policy = %policy.name, "check dropped");
             match policy.failure_mode {
                 FailureMode::Open => Ok(Outcome::AdmittedOnDrop(error)),
@@ -65,7 +79,9 @@ async fn decide(
             }
         }
         Err(error) => {
-            state.metrics.record_check(CheckOutcome::Invalid, elapsed);
+            state
+                .metrics
+                .record_check(kind, CheckOutcome::Invalid, elapsed);
             Err(error.into())
         }
     }
@@ -305,8 +321,9 @@ pub(crate) async fn healthz() -> Response {
 
 /// `GET /readyz`: the backend can serve checks.
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let backend = state.backend.kind().as_str();
-    if state.backend.is_ready() {
+    let active = state.backend();
+    let backend = active.kind().as_str();
+    if active.is_ready() {
         Json(serde_json::json!({ "status": "ready", "backend": backend })).into_response()
     } else {
         (
@@ -319,9 +336,10 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let backend = state.backend();
     let text = state
         .metrics
-        .render(state.backend.keys_tracked())
+        .render(&backend.status(), backend.keys_tracked())
         .map_err(|error| {
             tracing::error!(%error, "rendering metrics failed");
             ApiError::Internal

@@ -366,7 +366,12 @@ async fn a_dropped_check_fails_open_by_default_and_is_counted() {
     let route = gw.send_from("192.0.2.77:1", get("/")).await;
     assert_eq!(route.status, StatusCode::OK);
     assert_eq!(route.header("turnstile-dropped"), Some("table_full"));
-    assert_eq!(gw.state.metrics().dropped_total("table_full"), 2);
+    assert_eq!(
+        gw.state
+            .metrics()
+            .dropped_total(BackendKind::Concurrent, "table_full"),
+        2
+    );
     let metrics = gw.send(get("/metrics")).await.text;
     assert!(
         metrics.contains(
@@ -387,7 +392,12 @@ async fn a_dropped_check_under_a_closed_policy_is_a_503_naming_the_reason() {
     gw.send_from("192.0.2.77:1", get("/"))
         .await
         .assert_error(StatusCode::SERVICE_UNAVAILABLE, "table_full");
-    assert_eq!(gw.state.metrics().dropped_total("table_full"), 2);
+    assert_eq!(
+        gw.state
+            .metrics()
+            .dropped_total(BackendKind::Concurrent, "table_full"),
+        2
+    );
 }
 
 #[tokio::test]
