@@ -75,6 +75,22 @@ impl Actor for TableActor {
     }
 }
 
+/// The registry's routing rule: which of `shards` owns a composite table key.
+fn route(state_key: &[u8], shards: usize) -> usize {
+    match shards {
+        0 | 1 => 0,
+        // xxh3 with its fixed default seed: the same key maps to the same shard in every
+        // process, which keeps shard-level experiments reproducible.
+        n => (xxhash_rust::xxh3::xxh3_64(state_key) % n as u64) as usize,
+    }
+}
+
+/// The shard (of `shards`) that owns `key` under `policy`: what the sharded backend's registry
+/// computes, for tools and tests that need to aim at one shard.
+pub fn shard_for(key: &str, policy: &Policy, shards: usize) -> Result<usize, CheckError> {
+    Ok(route(StateKey::new(policy.id(), key)?.as_bytes(), shards))
+}
+
 /// The single-actor and sharded backends.
 pub struct ActorBackend {
     kind: BackendKind,
@@ -150,12 +166,7 @@ impl ActorBackend {
     }
 
     fn route(&self, state_key: &[u8]) -> usize {
-        match self.supervisor.len() {
-            1 => 0,
-            // xxh3 with its fixed default seed: the same key maps to the same shard in every
-            // process, which keeps shard-level experiments reproducible.
-            n => (xxhash_rust::xxh3::xxh3_64(state_key) % n as u64) as usize,
-        }
+        route(state_key, self.supervisor.len())
     }
 }
 

@@ -56,7 +56,7 @@ use std::task::{Context, Poll};
 
 use turnstile_core::{Clock, Decision, Policy};
 
-pub use actor::ActorBackend;
+pub use actor::{ActorBackend, shard_for};
 pub use concurrent::ConcurrentBackend;
 pub use config::{BackendConfig, BackendKind, BuildError};
 pub use error::CheckError;

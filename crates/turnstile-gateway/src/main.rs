@@ -49,6 +49,16 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_keys: Option<usize>,
+
+    /// Check-pool workers in front of the backend; 0 disables the pool [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool_size: Option<usize>,
+
+    /// Enable the admin listener (fault injection, supervision state) on this address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -81,7 +91,12 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let backend = config.backend;
     let application = Application::build(config).await?;
+    // Handlers first, then the announcement: a signal sent once we say we listen is honoured.
+    let shutdown = shutdown_signal();
+    if let Some(admin) = application.admin_addr() {
+        tracing::warn!(address = %admin, "admin listener enabled (fault injection)");
+    }
     tracing::info!(address = %application.local_addr()?, %backend, "turnstile listening");
-    application.run_until_stopped(shutdown_signal()).await?;
+    application.run_until_stopped(shutdown).await?;
     Ok(())
 }

@@ -46,21 +46,16 @@ impl TestGateway {
             .oneshot(request)
             .await
             .expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
+        TestResponse::read(response).await
+    }
+
+    /// Sends a request to the admin router of the same gateway.
+    pub async fn admin(&self, request: Request<Body>) -> TestResponse {
+        let response = turnstile_gateway::admin_app(Arc::clone(&self.state))
+            .oneshot(request)
             .await
-            .expect("body")
-            .to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        TestResponse {
-            status,
-            headers,
-            json,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        }
+            .expect("infallible");
+        TestResponse::read(response).await
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
@@ -92,6 +87,24 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    async fn read(response: axum::response::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        TestResponse {
+            status,
+            headers,
+            json,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
