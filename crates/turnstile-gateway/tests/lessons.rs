@@ -541,3 +541,37 @@ async fn the_admin_api_validates_input_and_can_require_a_token() {
         "refused crashes are not counted"
     );
 }
+
+/// Pool workers obey the restart intensity too: more than 3 worker deaths within 5 s fail the
+/// pool (`unavailable`) until its cool-off ends.
+#[tokio::test(start_paused = true)]
+async fn too_many_pool_worker_deaths_fail_the_pool_until_the_cool_off() {
+    let mut config = lesson_config(BackendKind::Concurrent, MS);
+    config.pool_size = 2;
+    let gw = TestGateway::new(config);
+    tokio::time::sleep(MS).await;
+    for death in 1..=4 {
+        let crashed = gw.admin(json_post("/admin/crash/worker", "")).await;
+        assert_eq!(
+            crashed.status,
+            StatusCode::OK,
+            "death {death}: {}",
+            crashed.text
+        );
+        tokio::time::sleep(MS).await;
+        // Handing out workers recycles the dead one: that is where a death is noticed.
+        gw.send(check_request("a")).await;
+        gw.send(check_request("b")).await;
+    }
+    let pool = gw.state.backend().status().pool.unwrap();
+    assert!(pool.failed, "{pool:?}");
+    assert_eq!(pool.replaced, 4);
+    assert_eq!(outcome(&gw.send(check_request("c")).await), "unavailable");
+    assert_eq!(
+        gw.send(get("/readyz")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(outcome(&gw.send(check_request("c")).await), "served");
+    assert_eq!(gw.send(get("/readyz")).await.status, StatusCode::OK);
+}

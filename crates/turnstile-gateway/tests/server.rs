@@ -13,6 +13,7 @@ use turnstile_gateway::{Application, Config};
 
 struct RunningApp {
     address: SocketAddr,
+    admin: Option<SocketAddr>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -24,12 +25,14 @@ async fn spawn_app(config: Config) -> RunningApp {
     };
     let application = Application::build(config).await.expect("starts");
     let address = application.local_addr().unwrap();
+    let admin = application.admin_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until_stopped(async move {
         let _ = stopped.await;
     }));
     RunningApp {
         address,
+        admin,
         stop,
         server,
     }
@@ -172,4 +175,64 @@ fn the_binary_drains_and_exits_cleanly_on_sigterm() {
         "{rest:?}"
     );
     assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
+}
+
+#[tokio::test]
+async fn the_admin_listener_injects_faults_on_a_running_gateway() {
+    let app = spawn_app(Config {
+        backend: BackendKind::Sharded,
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    })
+    .await;
+    let admin = app.admin.expect("admin listener enabled");
+    let client = reqwest::Client::new();
+    let crashed = client
+        .post(format!("http://{admin}/admin/crash/shard/2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crashed.status(), 200);
+    // The restart happens within the jittered backoff (≤ 15 ms); poll the public metrics.
+    let restarted = r#"turnstile_actor_restarts_total{backend="sharded",child="2"} 1"#;
+    let mut seen = false;
+    for _ in 0..100 {
+        let metrics = reqwest::get(format!("http://{}/metrics", app.address))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(restarted)
+            && metrics.contains(r#"turnstile_faults_injected_total{kind="crash"} 1"#)
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the crash and restart never showed in /metrics");
+    let status: serde_json::Value = client
+        .get(format!("http://{admin}/admin/supervision"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["children"][2]["restarts"], 1);
+    // The admin API is not on the public listener.
+    let public = client
+        .get(format!("http://{}/admin/supervision", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        public.status(),
+        200,
+        "answered by the demo gateway route, not the admin API"
+    );
+    assert_eq!(public.text().await.unwrap(), "ok\n");
+    app.stop.send(()).unwrap();
+    app.server.await.unwrap().unwrap();
 }
