@@ -12,7 +12,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use turnstile_backend::{
     ActorBackend, Backend, BackendConfig, BackendKind, BuildContext, CheckError, MailboxConfig,
-    SimulatedWork, WorkKind, build,
+    PoolConfig, SimulatedWork, WorkKind, build,
 };
 use turnstile_core::{Clock, Decision, ManualClock, Policy};
 
@@ -25,6 +25,24 @@ fn config(kind: BackendKind) -> BackendConfig {
         mailbox: MailboxConfig::bounded(4096),
         ..BackendConfig::default()
     }
+}
+
+/// Every backend, bare and behind a check pool: the pool must not change a single decision.
+fn variants() -> Vec<(String, BackendConfig)> {
+    BackendKind::ALL
+        .into_iter()
+        .flat_map(|kind| {
+            let bare = config(kind);
+            let pooled = BackendConfig {
+                pool: Some(PoolConfig {
+                    size: 4,
+                    wait_timeout: Duration::from_secs(5),
+                }),
+                ..config(kind)
+            };
+            [(kind.to_string(), bare), (format!("{kind}+pool"), pooled)]
+        })
+        .collect()
 }
 
 fn start(kind: BackendKind, clock: &Arc<ManualClock>) -> Arc<dyn Backend> {
@@ -42,9 +60,9 @@ fn ten_per_second_burst_five() -> Policy {
 
 #[tokio::test]
 async fn every_backend_replays_the_worked_example() {
-    for kind in BackendKind::ALL {
+    for (kind, config) in variants() {
         let clock = Arc::new(ManualClock::default());
-        let backend = start(kind, &clock);
+        let backend = start_with(config, &clock);
         let policy = ten_per_second_burst_five();
         let check = || backend.check("client", &policy, 1);
         for remaining in (0..5).rev() {
@@ -67,9 +85,9 @@ async fn every_backend_replays_the_worked_example() {
 async fn sixty_four_tasks_on_one_key_are_admitted_exactly_what_gcra_allows() {
     // 1000 per second with a burst of 50: T = 1 ms.
     let policy = Policy::new(0, 1000, Duration::from_secs(1), 50).unwrap();
-    for kind in BackendKind::ALL {
+    for (kind, config) in variants() {
         let clock = Arc::new(ManualClock::default());
-        let backend = start(kind, &clock);
+        let backend = start_with(config, &clock);
         let hammer = |checks_per_task: usize| {
             let tasks: Vec<_> = (0..64)
                 .map(|_| {
@@ -159,10 +177,10 @@ proptest! {
         ];
         let expected = reference(&trace, &policies);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        for kind in BackendKind::ALL {
+        for (kind, config) in variants() {
             let actual: Vec<_> = runtime.block_on(async {
                 let clock = Arc::new(ManualClock::default());
-                let backend = start(kind, &clock);
+                let backend = start_with(config, &clock);
                 let mut decisions = Vec::new();
                 for step in &trace {
                     clock.advance(Duration::from_millis(step.advance_ms));
