@@ -315,8 +315,10 @@ impl<A: Actor> Supervisor<A> {
 
     /// Kills child `index` at once, as an external crash: its queued callers get
     /// [`CallError::Crashed`], and the supervisor handles it like any abnormal exit.
+    /// Returns `false` when there is no live incarnation to kill (no such child, restarting,
+    /// the group failed, or the supervisor stopped).
     pub async fn kill(&self, index: usize) -> bool {
-        index < self.len() && self.commands.send(Command::Kill(index)).await.is_ok()
+        self.child(index).is_some() && self.commands.send(Command::Kill(index)).await.is_ok()
     }
 
     /// A snapshot of every child.

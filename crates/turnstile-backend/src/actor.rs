@@ -228,7 +228,7 @@ impl Backend for ActorBackend {
                     if self.supervisor.kill(index).await {
                         Ok(())
                     } else {
-                        Err(KillError::Stopped)
+                        Err(KillError::NotRunning(index))
                     }
                 }
                 KillTarget::Child(index) => Err(KillError::NoSuchChild(index)),

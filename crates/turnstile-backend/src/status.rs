@@ -93,9 +93,9 @@ pub enum KillError {
     /// Every worker is busy (or the pool is failed).
     #[error("no idle pool worker to crash")]
     NoIdleWorker,
-    /// The backend is stopped.
-    #[error("the backend is stopped")]
-    Stopped,
+    /// The actor exists but is not running right now (restarting, or the backend is failed).
+    #[error("actor {0} is not running (restarting, or the backend is failed)")]
+    NotRunning(usize),
 }
 
 /// Receives supervision events as they happen (the gateway counts and logs them).

@@ -126,7 +126,7 @@ impl ApiError {
             Self::Kill(turnstile_backend::KillError::NoSuchChild(_)) => "no_such_actor",
             Self::Kill(turnstile_backend::KillError::NoPool) => "no_pool",
             Self::Kill(turnstile_backend::KillError::NoIdleWorker) => "no_idle_worker",
-            Self::Kill(turnstile_backend::KillError::Stopped) => "stopped",
+            Self::Kill(turnstile_backend::KillError::NotRunning(_)) => "not_running",
             Self::Internal => "internal",
         }
     }

@@ -223,6 +223,10 @@ async fn past_the_restart_intensity_the_backend_fails_then_recovers() {
             .text
             .contains(r#"turnstile_supervisor_escalations_total{backend="actor"} 1"#)
     );
+    // Nothing left to crash while failed: refused, and not counted as a fault.
+    gw.admin(json_post("/admin/crash/actor", ""))
+        .await
+        .assert_error(StatusCode::CONFLICT, "not_running");
     let metrics = gw.state.metrics();
     assert_eq!(metrics.restarts_total(BackendKind::Actor, 0), 3);
     assert_eq!(metrics.escalations_total(BackendKind::Actor), 1);
