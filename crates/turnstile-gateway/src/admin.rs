@@ -117,18 +117,11 @@ async fn poison(
     payload: Result<Json<PoisonRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = body(payload)?;
-    let name = request.policy.as_deref().unwrap_or("default");
-    let policy = state
-        .policies
-        .get(name)
-        .ok_or_else(|| ApiError::UnknownPolicy {
-            name: name.to_owned(),
-            known: state.policies.names(),
-        })?;
+    let policy = state.policies.resolve(request.policy.as_deref())?;
     state.faults().poison(policy.policy.id(), &request.key)?;
     state.metrics.record_fault("poison");
-    tracing::warn!(policy = name, "fault injected: poisoned a key");
-    Ok(Json(json!({ "poisoned": request.key, "policy": name })).into_response())
+    tracing::warn!(policy = %policy.name, "fault injected: poisoned a key");
+    Ok(Json(json!({ "poisoned": request.key, "policy": policy.name })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ use axum::http::HeaderValue;
 use turnstile_core::Policy;
 
 use crate::config::{Config, ConfigError, FailureMode};
+use crate::error::ApiError;
 use crate::metrics::{Metrics, PolicyCounters};
 
 /// A policy with its name, failure mode, header value and counters.
@@ -47,6 +48,16 @@ impl PolicySet {
 
     pub(crate) fn get(&self, name: &str) -> Option<&NamedPolicy> {
         self.by_name.get(name).map(|&index| &self.policies[index])
+    }
+
+    /// The policy a request names (`default` when it names none), or the API error saying
+    /// which policies exist.
+    pub(crate) fn resolve(&self, name: Option<&str>) -> Result<&NamedPolicy, ApiError> {
+        let name = name.unwrap_or("default");
+        self.get(name).ok_or_else(|| ApiError::UnknownPolicy {
+            name: name.to_owned(),
+            known: self.names(),
+        })
     }
 
     /// The names, for error messages.

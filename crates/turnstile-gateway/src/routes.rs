@@ -173,14 +173,7 @@ pub(crate) async fn check(
             max: MAX_KEY_LEN,
         });
     }
-    let policy_name = request.policy.as_deref().unwrap_or("default");
-    let policy = state
-        .policies
-        .get(policy_name)
-        .ok_or_else(|| ApiError::UnknownPolicy {
-            name: policy_name.to_owned(),
-            known: state.policies.names(),
-        })?;
+    let policy = state.policies.resolve(request.policy.as_deref())?;
     let cost = request.cost.unwrap_or(1);
     if cost > policy.policy.burst() {
         return Err(ApiError::CostExceedsBurst {
