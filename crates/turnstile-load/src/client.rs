@@ -1,0 +1,176 @@
+//! One HTTP/1.1 keep-alive connection, and what an answer means.
+//!
+//! Built on hyper's connection-level client rather than a pooled client: one task owns one
+//! connection and sends one request at a time on it, which is exactly the load model, and
+//! costs the least per request (the generator must not be the bottleneck).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// What one request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Admitted by the limiter.
+    Allowed,
+    /// Denied by the limiter (a decision).
+    Limited,
+    /// The gateway dropped the check and said why (fail-open admits and fail-closed 503s).
+    Dropped(String),
+    /// Any other answer: `4xx`/`5xx` by status.
+    Error(StatusCode),
+    /// The connection failed (refused, reset, closed mid-request).
+    ConnectionError,
+}
+
+/// A connection to the target, re-established after any failure.
+pub struct Connection {
+    address: SocketAddr,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    /// A connection to `address`, opened on first use.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            sender: None,
+        }
+    }
+
+    /// Forgets the current connection (after a timeout its answer may still arrive on it).
+    pub fn reset(&mut self) {
+        self.sender = None;
+    }
+
+    /// The live connection, opening one if needed; `None` if the target cannot be reached.
+    async fn sender(&mut self) -> Option<&mut SendRequest<Full<Bytes>>> {
+        if self.sender.as_ref().is_none_or(|sender| sender.is_closed()) {
+            self.sender = None;
+            let stream = TcpStream::connect(self.address).await.ok()?;
+            let _ = stream.set_nodelay(true);
+            let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.sender = Some(sender);
+        }
+        self.sender.as_mut()
+    }
+
+    /// Sends `request` and reads the whole answer.
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Outcome {
+        let Some(sender) = self.sender().await else {
+            return Outcome::ConnectionError;
+        };
+        let answer = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let dropped_header = response
+                .headers()
+                .get("turnstile-dropped")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>(classify(status, dropped_header, &body))
+        };
+        match answer.await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.sender = None;
+                Outcome::ConnectionError
+            }
+        }
+    }
+}
+
+/// Reads the gateway's answer: `/v1/check` JSON, or the demo route's status and headers.
+pub fn classify(status: StatusCode, dropped_header: Option<String>, body: &[u8]) -> Outcome {
+    if let Some(reason) = dropped_header {
+        return Outcome::Dropped(reason);
+    }
+    match status {
+        StatusCode::OK => {
+            if let Some(reason) = json_string_field(body, b"\"dropped\":\"") {
+                Outcome::Dropped(reason)
+            } else if contains(body, b"\"allowed\":false") {
+                Outcome::Limited
+            } else {
+                Outcome::Allowed
+            }
+        }
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::FORBIDDEN => Outcome::Limited,
+        StatusCode::SERVICE_UNAVAILABLE => match json_string_field(body, b"\"error\":\"") {
+            Some(reason) => Outcome::Dropped(reason),
+            None => Outcome::Error(status),
+        },
+        other => Outcome::Error(other),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// The string after `prefix` up to the next quote: enough for the gateway's own flat JSON,
+/// and far cheaper per answer than parsing it.
+fn json_string_field(body: &[u8], prefix: &[u8]) -> Option<String> {
+    let start = body.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
+    let end = body[start..].iter().position(|b| *b == b'"')? + start;
+    Some(String::from_utf8_lossy(&body[start..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_by_route_and_failure_mode() {
+        let ok = StatusCode::OK;
+        assert_eq!(
+            classify(ok, None, br#"{"allowed":true,"limit":1}"#),
+            Outcome::Allowed
+        );
+        assert_eq!(
+            classify(ok, None, br#"{"allowed":false,"limit":1}"#),
+            Outcome::Limited
+        );
+        assert_eq!(
+            classify(ok, None, br#"{"allowed":true,"dropped":"crashed"}"#),
+            Outcome::Dropped("crashed".into())
+        );
+        assert_eq!(classify(ok, None, b"ok\n"), Outcome::Allowed);
+        assert_eq!(
+            classify(ok, Some("timeout".into()), b""),
+            Outcome::Dropped("timeout".into())
+        );
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, None, b"{}"),
+            Outcome::Limited
+        );
+        assert_eq!(
+            classify(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                br#"{"error":"shed","message":"x"}"#
+            ),
+            Outcome::Dropped("shed".into())
+        );
+        assert_eq!(
+            classify(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                br#"{"error":"key_too_long"}"#
+            ),
+            Outcome::Error(StatusCode::UNPROCESSABLE_ENTITY)
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! `turnstile-load compare`: the same scenario against every backend, plus a throughput sweep
+//! over shard counts and work per check, into one report.
+//!
+//! Gateways are either given as URLs or started here, in this process but each on its own
+//! tokio runtime and threads, on loopback ports chosen by the OS, with the scenario's
+//! `[gateway]` settings, the load generator trusted as a proxy (so `X-Forwarded-For` sets the
+//! client IP), and an admin listener for the scenario's faults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::Serialize;
+use turnstile_backend::{BackendKind, SimulatedWork};
+use turnstile_gateway::{Application, Config};
+
+use crate::engine::{self, RunOptions, Target};
+use crate::result::RunResult;
+use crate::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
+
+/// A gateway started by the load generator.
+pub struct LocalGateway {
+    /// Its public address.
+    pub address: SocketAddr,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LocalGateway {
+    /// Starts a gateway with `backend` and the scenario's gateway settings on loopback.
+    pub fn start(
+        backend: BackendKind,
+        settings: &toml::Table,
+        extra: impl Serialize,
+    ) -> anyhow::Result<Self> {
+        let config = gateway_config(backend, settings, extra)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("gateway-{backend}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::from(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Application::build(config).await {
+                        Ok(application) => {
+                            let addresses = application
+                                .local_addr()
+                                .map_err(anyhow::Error::from)
+                                .and_then(|public| {
+                                    let admin =
+                                        application.admin_addr().context("admin listener")?;
+                                    Ok((public, admin))
+                                });
+                            let _ = ready_tx.send(addresses);
+                            let _ = application
+                                .run_until_stopped(async move {
+                                    let _ = stopped.await;
+                                })
+                                .await;
+                        }
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error.into()));
+                        }
+                    }
+                });
+            })?;
+        let (address, admin) = ready_rx
+            .recv()
+            .context("the gateway thread ended before starting")??;
+        Ok(Self {
+            address,
+            admin,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the gateway and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for LocalGateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The gateway configuration for a local run: defaults, then the scenario's settings, then
+/// what the harness needs (backend, loopback ports, trust in the generator, admin listener).
+fn gateway_config(
+    backend: BackendKind,
+    settings: &toml::Table,
+    extra: impl Serialize,
+) -> anyhow::Result<Config> {
+    #[derive(Serialize)]
+    struct Harness {
+        backend: BackendKind,
+        listen: &'static str,
+        admin_listen: &'static str,
+        trusted_proxies: [&'static str; 2],
+        max_concurrent_requests: usize,
+    }
+    let config: Config = Figment::from(Serialized::defaults(Config::default()))
+        .merge(Toml::string(&settings.to_string()))
+        .merge(Serialized::defaults(extra))
+        .merge(Serialized::defaults(Harness {
+            backend,
+            listen: "127.0.0.1:0",
+            admin_listen: "127.0.0.1:0",
+            trusted_proxies: ["127.0.0.1/32", "::1/128"],
+            max_concurrent_requests: 0,
+        }))
+        .extract()
+        .context("the scenario's [gateway] settings are not a valid turnstile configuration")?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// One point of the sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    /// `actor`, `sharded×16`, `concurrent`, …
+    pub config: String,
+    /// The work level's label.
+    pub work: String,
+    /// Answers per second.
+    pub throughput: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+}
+
+/// Everything `compare` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// One run per backend.
+    pub runs: Vec<RunResult>,
+    /// The sweep, if the scenario asks for one.
+    pub sweep: Vec<SweepPoint>,
+}
+
+/// Where the gateways under comparison come from.
+pub enum Targets {
+    /// Start one per backend here.
+    Local(Vec<BackendKind>),
+    /// Given: `(label, url, admin url)`.
+    Urls(Vec<(String, String, Option<String>)>),
+}
+
+/// Runs the comparison.
+pub async fn compare(
+    scenario: &Scenario,
+    targets: Targets,
+    progress: bool,
+) -> anyhow::Result<Comparison> {
+    let mut runs = Vec::new();
+    match targets {
+        Targets::Local(backends) => {
+            for backend in backends {
+                let gateway = LocalGateway::start(backend, &scenario.gateway, ())?;
+                let result = run_against(
+                    scenario,
+                    &format!("http://{}", gateway.address),
+                    Some(format!("http://{}", gateway.admin)),
+                    backend.as_str(),
+                    progress,
+                )
+                .await;
+                tokio::task::spawn_blocking(move || gateway.stop()).await?;
+                runs.push(result?);
+            }
+        }
+        Targets::Urls(urls) => {
+            for (label, url, admin) in urls {
+                runs.push(run_against(scenario, &url, admin, &label, progress).await?);
+            }
+        }
+    }
+    let sweep = match &scenario.sweep {
+        Some(sweep) => run_sweep(scenario, sweep, progress).await?,
+        None => Vec::new(),
+    };
+    Ok(Comparison {
+        scenario: scenario.clone(),
+        runs,
+        sweep,
+    })
+}
+
+async fn run_against(
+    scenario: &Scenario,
+    url: &str,
+    admin: Option<String>,
+    label: &str,
+    progress: bool,
+) -> anyhow::Result<RunResult> {
+    let target = Target::parse(url).await?;
+    let admin = match admin {
+        Some(admin) => Some(Target::parse(&admin).await?),
+        None => None,
+    };
+    let options = RunOptions {
+        label: label.to_owned(),
+        admin,
+        progress,
+    };
+    let result = engine::run(scenario, &target, &options).await?;
+    eprintln!("{}", result.table());
+    Ok(result)
+}
+
+async fn run_sweep(
+    scenario: &Scenario,
+    sweep: &Sweep,
+    progress: bool,
+) -> anyhow::Result<Vec<SweepPoint>> {
+    let point_scenario = Scenario {
+        name: format!("{}-sweep", scenario.name),
+        description: String::new(),
+        mode: Mode::Closed,
+        rate: 1.0,
+        connections: sweep.connections,
+        duration: sweep.duration,
+        warmup: Duration::from_millis(500),
+        timeout: Duration::from_secs(10),
+        stages: Vec::new(),
+        traffic: Traffic {
+            route: Route::Check,
+            keys: KeyDistribution::Uniform { count: 100_000 },
+            ..Traffic::default()
+        },
+        faults: Vec::new(),
+        sweep: None,
+        gateway: toml::Table::new(),
+    };
+    let mut configs: Vec<(String, BackendKind, usize)> =
+        vec![("actor".into(), BackendKind::Actor, 1)];
+    configs.extend(
+        sweep
+            .shards
+            .iter()
+            .map(|n| (format!("sharded×{n}"), BackendKind::Sharded, *n)),
+    );
+    configs.push(("concurrent".into(), BackendKind::Concurrent, 1));
+    let mut points = Vec::new();
+    for work in &sweep.work {
+        for (name, backend, shards) in &configs {
+            #[derive(Serialize)]
+            struct PointSettings {
+                shards: usize,
+                simulated_work: Option<SimulatedWork>,
+                policies: toml::Table,
+            }
+            let settings = PointSettings {
+                shards: *shards,
+                simulated_work: simulated(work),
+                policies: unlimited_policy(),
+            };
+            let gateway = LocalGateway::start(*backend, &toml::Table::new(), settings)?;
+            let result = engine::run(
+                &point_scenario,
+                &Target::parse(&format!("http://{}", gateway.address)).await?,
+                &RunOptions {
+                    label: name.clone(),
+                    admin: None,
+                    progress,
+                },
+            )
+            .await;
+            tokio::task::spawn_blocking(move || gateway.stop()).await?;
+            let result = result?;
+            eprintln!(
+                "sweep {name:>12} work {:>10}: {:>9.0} checks/s",
+                work.label(),
+                result.throughput
+            );
+            points.push(SweepPoint {
+                config: name.clone(),
+                work: work.label(),
+                throughput: result.throughput,
+                p50_ms: result.latency_ms.p50,
+            });
+        }
+    }
+    Ok(points)
+}
+
+fn simulated(work: &SweepWork) -> Option<SimulatedWork> {
+    (!work.duration.is_zero()).then_some(SimulatedWork {
+        kind: work.kind,
+        duration: work.duration,
+    })
+}
+
+/// A `default` policy that never limits, so the sweep measures the backends, not the policy.
+fn unlimited_policy() -> toml::Table {
+    let mut policy = toml::Table::new();
+    policy.insert("limit".into(), toml::Value::Integer(1_000_000_000));
+    policy.insert("period".into(), toml::Value::String("1s".into()));
+    policy.insert("burst".into(), toml::Value::Integer(1_000_000_000));
+    let mut policies = toml::Table::new();
+    policies.insert("default".into(), toml::Value::Table(policy));
+    policies
+}

@@ -1,0 +1,372 @@
+//! Runs a scenario against a target: N connections, open or closed loop, faults on a timer.
+//!
+//! Open loop follows wrk2: connection `c` of `N` owns every N-th slot of the arrival
+//! schedule, sends each request at its slot (or at once if it is already late), and records
+//! latency from the *scheduled* time, so a stalled server shows up in the percentiles instead
+//! of silently slowing the generator down (coordinated omission).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::Full;
+use hyper::Request;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::time::Instant;
+
+use crate::client::{Connection, Outcome};
+use crate::result::{Latency, Outcomes, RunResult};
+use crate::scenario::{FaultAction, Mode, Scenario};
+use crate::traffic::RequestFactory;
+
+/// Where to send load.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// As given.
+    pub url: String,
+    /// Resolved address.
+    pub address: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+}
+
+/// A target URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Not `http://host:port`.
+    #[error("target `{0}` must look like http://host:port (https is not supported)")]
+    Malformed(String),
+    /// DNS failed.
+    #[error("cannot resolve `{0}`")]
+    Unresolvable(String),
+}
+
+impl Target {
+    /// Parses and resolves `http://host:port[/]`.
+    pub async fn parse(url: &str) -> Result<Self, TargetError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| TargetError::Malformed(url.to_owned()))?;
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains('/') {
+            return Err(TargetError::Malformed(url.to_owned()));
+        }
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            host.to_owned()
+        } else {
+            format!("{host}:80")
+        };
+        let address = tokio::net::lookup_host(&with_port)
+            .await
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| TargetError::Unresolvable(url.to_owned()))?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_owned(),
+            address,
+            host: host.to_owned(),
+        })
+    }
+}
+
+/// Options that are not part of the scenario.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A name for what is under load (e.g. the backend).
+    pub label: String,
+    /// The admin API, for the scenario's faults.
+    pub admin: Option<Target>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Counts of one connection, merged at the end.
+struct ConnectionStats {
+    histogram: Histogram<u64>,
+    outcomes: Outcomes,
+    sent_in_window: u64,
+}
+
+/// 1 µs to 1 h at 3 significant digits. The bounds are constants (checked by a unit test), so
+/// construction cannot fail at run time.
+#[allow(clippy::expect_used)]
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Runs `scenario` against `target`.
+pub async fn run(
+    scenario: &Scenario,
+    target: &Target,
+    options: &RunOptions,
+) -> anyhow::Result<RunResult> {
+    scenario.validate()?;
+    let factory = Arc::new(RequestFactory::new(&scenario.traffic, &target.host)?);
+    let start = Instant::now();
+    let measure_from = start + scenario.warmup;
+    let end = measure_from + scenario.measured_duration();
+    let sent = Arc::new(AtomicU64::new(0));
+
+    let progress = options.progress.then(|| progress_bar(scenario));
+    let ticker = progress.clone().map(|bar| {
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let elapsed = Instant::now().saturating_duration_since(start);
+                bar.set_position(elapsed.as_millis() as u64);
+                bar.set_message(format!("{} sent", sent.load(Ordering::Relaxed)));
+            }
+        })
+    });
+    let faults = tokio::spawn(inject_faults(
+        scenario.clone(),
+        options.admin.clone(),
+        measure_from,
+        end,
+    ));
+
+    let connections: Vec<_> = (0..scenario.connections)
+        .map(|index| {
+            let scenario = scenario.clone();
+            let factory = Arc::clone(&factory);
+            let sent = Arc::clone(&sent);
+            let address = target.address;
+            tokio::spawn(async move {
+                drive_connection(
+                    index,
+                    &scenario,
+                    &factory,
+                    address,
+                    start,
+                    measure_from,
+                    end,
+                    &sent,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut histogram = new_histogram();
+    let mut outcomes = Outcomes::default();
+    let mut sent_in_window = 0;
+    for connection in connections {
+        let stats = connection.await?;
+        let _ = histogram.add(&stats.histogram);
+        outcomes.merge(&stats.outcomes);
+        sent_in_window += stats.sent_in_window;
+    }
+    let (faults_injected, fault_errors) = faults.await.unwrap_or((0, 0));
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let seconds = scenario.measured_duration().as_secs_f64();
+    Ok(RunResult {
+        scenario: scenario.name.clone(),
+        label: options.label.clone(),
+        target: target.url.clone(),
+        mode: scenario.mode,
+        connections: scenario.connections,
+        duration_seconds: seconds,
+        target_rate: (scenario.mode == Mode::Open).then(|| scenario.mean_target_rate()),
+        sent_rate: sent_in_window as f64 / seconds,
+        throughput: outcomes.answered() as f64 / seconds,
+        requests: outcomes.total(),
+        latency_ms: Latency::from_histogram(&histogram),
+        outcomes,
+        faults_injected,
+        fault_errors,
+        histogram: Some(histogram),
+    })
+}
+
+fn progress_bar(scenario: &Scenario) -> indicatif::ProgressBar {
+    let total = (scenario.warmup + scenario.measured_duration()).as_millis() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {elapsed}/{duration} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive_connection(
+    index: usize,
+    scenario: &Scenario,
+    factory: &RequestFactory,
+    address: SocketAddr,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    sent: &AtomicU64,
+) -> ConnectionStats {
+    let mut rng = SmallRng::seed_from_u64(0x7475_726e ^ index as u64);
+    let mut connection = Connection::new(address);
+    let mut stats = ConnectionStats {
+        histogram: new_histogram(),
+        outcomes: Outcomes::default(),
+        sent_in_window: 0,
+    };
+    let connections = scenario.connections as f64;
+    // This connection's first slot: spread evenly across the first interval.
+    let mut next = start
+        + slot_interval(scenario, Duration::ZERO, connections).mul_f64(index as f64 / connections);
+    loop {
+        let scheduled = match scenario.mode {
+            Mode::Open => {
+                if next >= end {
+                    break;
+                }
+                tokio::time::sleep_until(next).await;
+                next
+            }
+            Mode::Closed => {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
+            }
+        };
+        let request: Request<Full<Bytes>> = factory.build(&mut rng);
+        sent.fetch_add(1, Ordering::Relaxed);
+        let outcome = match tokio::time::timeout(scenario.timeout, connection.send(request)).await {
+            Ok(outcome) => Some(outcome),
+            Err(_) => {
+                // The answer may still arrive on this connection: start a fresh one.
+                connection.reset();
+                None
+            }
+        };
+        let finished = Instant::now();
+        if scheduled >= measure_from {
+            stats.sent_in_window += 1;
+            let micros = finished.saturating_duration_since(scheduled).as_micros();
+            let _ = stats
+                .histogram
+                .record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+            count(&mut stats.outcomes, outcome);
+        }
+        if scenario.mode == Mode::Open {
+            let elapsed = scheduled.saturating_duration_since(measure_from);
+            next = scheduled + slot_interval(scenario, elapsed, connections);
+        }
+    }
+    stats
+}
+
+/// Time between this connection's slots at `elapsed` into the run.
+fn slot_interval(scenario: &Scenario, elapsed: Duration, connections: f64) -> Duration {
+    let rate = scenario.rate_at(elapsed);
+    if rate <= 0.0 {
+        // A stage at zero rate: look again shortly.
+        return Duration::from_millis(10);
+    }
+    Duration::from_secs_f64(connections / rate)
+}
+
+fn count(outcomes: &mut Outcomes, outcome: Option<Outcome>) {
+    match outcome {
+        Some(Outcome::Allowed) => outcomes.allowed += 1,
+        Some(Outcome::Limited) => outcomes.limited += 1,
+        Some(Outcome::Dropped(reason)) => *outcomes.dropped.entry(reason).or_default() += 1,
+        Some(Outcome::Error(status)) => {
+            *outcomes
+                .errors
+                .entry(status.as_u16().to_string())
+                .or_default() += 1
+        }
+        Some(Outcome::ConnectionError) => outcomes.connection_errors += 1,
+        None => outcomes.timeouts += 1,
+    }
+}
+
+/// Fires the scenario's faults at their times; returns (injected, failed).
+async fn inject_faults(
+    scenario: Scenario,
+    admin: Option<Target>,
+    measure_from: Instant,
+    end: Instant,
+) -> (u64, u64) {
+    if scenario.faults.is_empty() {
+        return (0, 0);
+    }
+    let Some(admin) = admin else {
+        tracing::warn!("the scenario has faults but no admin URL was given: none injected");
+        return (0, scenario.faults.len() as u64);
+    };
+    let mut schedule: BTreeMap<Instant, Vec<FaultAction>> = BTreeMap::new();
+    for fault in &scenario.faults {
+        let mut at = measure_from + fault.at;
+        while at < end {
+            schedule.entry(at).or_default().push(fault.action.clone());
+            match fault.every {
+                Some(every) if !every.is_zero() => at += every,
+                _ => break,
+            }
+        }
+    }
+    let (mut injected, mut failed) = (0, 0);
+    let mut connection = Connection::new(admin.address);
+    for (at, actions) in schedule {
+        tokio::time::sleep_until(at).await;
+        for action in actions {
+            let request = admin_request(&action, &admin.host);
+            match connection.send(request).await {
+                Outcome::Allowed => injected += 1,
+                other => {
+                    tracing::warn!(?action, ?other, "fault injection failed");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    (injected, failed)
+}
+
+fn admin_request(action: &FaultAction, host: &str) -> Request<Full<Bytes>> {
+    let (path, body) = match action {
+        FaultAction::CrashActor => ("/admin/crash/actor".to_owned(), String::new()),
+        FaultAction::CrashShard { shard } => (format!("/admin/crash/shard/{shard}"), String::new()),
+        FaultAction::CrashWorker => ("/admin/crash/worker".to_owned(), String::new()),
+        FaultAction::Poison { key, policy } => (
+            "/admin/poison".to_owned(),
+            serde_json::json!({ "key": key, "policy": policy.as_deref().unwrap_or("default") })
+                .to_string(),
+        ),
+        FaultAction::Slow { delay, duration } => (
+            "/admin/slow".to_owned(),
+            serde_json::json!({
+                "delay": format!("{}ms", delay.as_millis()),
+                "duration": format!("{}ms", duration.as_millis()),
+            })
+            .to_string(),
+        ),
+    };
+    Request::post(path)
+        .header("host", host)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn histogram_bounds_are_valid() {
+        assert_eq!(super::new_histogram().high(), 3_600_000_000);
+    }
+}

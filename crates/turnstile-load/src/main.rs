@@ -1,0 +1,247 @@
+//! The `turnstile-load` binary: `run` one scenario against a target, `compare` backends, or
+//! `serve-trivial` (a bare axum route, the baseline for measuring the generator itself).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use turnstile_backend::BackendKind;
+use turnstile_load::compare::{self, Targets};
+use turnstile_load::engine::{self, RunOptions, Target};
+use turnstile_load::scenario::{Mode, Scenario};
+
+/// Load generator for Turnstile.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one scenario against a running gateway.
+    Run {
+        /// Scenario file (TOML); flags below override its values.
+        #[arg(long, default_value = "loadtest/steady.toml")]
+        scenario: PathBuf,
+        /// The gateway, e.g. http://127.0.0.1:8080.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// The gateway's admin API, for the scenario's faults.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Open-loop rate (requests/s).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Closed loop instead of open loop.
+        #[arg(long)]
+        closed: bool,
+        /// Connections.
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Measured duration, e.g. 30s.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Warm-up, e.g. 2s.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        warmup: Option<Duration>,
+        /// Per-request timeout, e.g. 2s.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the HdrHistogram percentile distribution here.
+        #[arg(long)]
+        hgrm: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run a scenario against each backend and write a report.
+    Compare {
+        /// Scenario file (TOML).
+        #[arg(long, default_value = "loadtest/compare.toml")]
+        scenario: PathBuf,
+        /// Compare these running gateways (`label=http://host:port`, optionally
+        /// `label=http://host:port,admin=http://host:port`) instead of starting them here.
+        #[arg(long = "url")]
+        urls: Vec<String>,
+        /// Backends to start (when no --url is given).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "actor,sharded,concurrent"
+        )]
+        backends: Vec<String>,
+        /// Skip the scenario's sweep.
+        #[arg(long)]
+        no_sweep: bool,
+        /// Report directory.
+        #[arg(long, default_value = "target/turnstile-report")]
+        out: PathBuf,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Serve a bare axum route (`GET /` → 200 "ok"): the baseline for measuring the generator.
+    ServeTrivial {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TURNSTILE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("turnstile-load: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("turnstile-load: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match command {
+        Command::Run {
+            scenario,
+            target,
+            admin,
+            rate,
+            closed,
+            connections,
+            duration,
+            warmup,
+            timeout,
+            json,
+            hgrm,
+            quiet,
+        } => {
+            let mut scenario = Scenario::load(&scenario)?;
+            if let Some(rate) = rate {
+                scenario.rate = rate;
+                scenario.stages.clear();
+            }
+            if closed {
+                scenario.mode = Mode::Closed;
+            }
+            if let Some(connections) = connections {
+                scenario.connections = connections;
+            }
+            if let Some(duration) = duration {
+                scenario.duration = duration;
+                scenario.stages.clear();
+            }
+            if let Some(warmup) = warmup {
+                scenario.warmup = warmup;
+            }
+            if let Some(timeout) = timeout {
+                scenario.timeout = timeout;
+            }
+            scenario.validate()?;
+            let target = Target::parse(&target).await?;
+            let admin = match admin {
+                Some(admin) => Some(Target::parse(&admin).await?),
+                None => None,
+            };
+            let options = RunOptions {
+                label: target.url.clone(),
+                admin,
+                progress: interactive && !quiet,
+            };
+            let result = engine::run(&scenario, &target, &options).await?;
+            print!("{}", result.table());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&result)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = hgrm {
+                std::fs::write(&path, result.percentile_distribution())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
+        Command::Compare {
+            scenario: path,
+            urls,
+            backends,
+            no_sweep,
+            out,
+            quiet,
+        } => {
+            let mut scenario = Scenario::load(&path)?;
+            if no_sweep {
+                scenario.sweep = None;
+            }
+            let targets = if urls.is_empty() {
+                let kinds = backends
+                    .iter()
+                    .map(|name| match name.trim() {
+                        "actor" => Ok(BackendKind::Actor),
+                        "sharded" => Ok(BackendKind::Sharded),
+                        "concurrent" => Ok(BackendKind::Concurrent),
+                        other => anyhow::bail!(
+                            "unknown backend `{other}`; valid: actor, sharded, concurrent"
+                        ),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Targets::Local(kinds)
+            } else {
+                Targets::Urls(
+                    urls.iter()
+                        .map(|spec| parse_url_spec(spec))
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+            };
+            let comparison = compare::compare(&scenario, targets, interactive && !quiet).await?;
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let markdown = turnstile_load::report::write(&comparison, &out, &command)?;
+            println!("{markdown}");
+            println!("report written to {}", out.display());
+            Ok(())
+        }
+        Command::ServeTrivial { listen } => {
+            let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            eprintln!("serving GET / on {}", listener.local_addr()?);
+            axum::serve(listener, app).await?;
+            Ok(())
+        }
+    }
+}
+
+/// `label=url[,admin=url]`.
+fn parse_url_spec(spec: &str) -> anyhow::Result<(String, String, Option<String>)> {
+    let mut parts = spec.split(',');
+    let first = parts.next().unwrap_or_default();
+    let (label, url) = first
+        .split_once('=')
+        .with_context(|| format!("--url `{spec}` must look like label=http://host:port"))?;
+    let admin = parts
+        .find_map(|part| part.strip_prefix("admin="))
+        .map(str::to_owned);
+    Ok((label.to_owned(), url.to_owned(), admin))
+}
