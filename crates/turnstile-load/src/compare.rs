@@ -31,11 +31,12 @@ pub struct LocalGateway {
 }
 
 impl LocalGateway {
-    /// Starts a gateway with `backend` and the scenario's gateway settings on loopback.
+    /// Starts a gateway with `backend`, the scenario's gateway settings, then `extra`, on
+    /// loopback.
     pub fn start(
         backend: BackendKind,
         settings: &toml::Table,
-        extra: impl Serialize,
+        extra: &toml::Table,
     ) -> anyhow::Result<Self> {
         let config = gateway_config(backend, settings, extra)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -115,7 +116,7 @@ impl Drop for LocalGateway {
 fn gateway_config(
     backend: BackendKind,
     settings: &toml::Table,
-    extra: impl Serialize,
+    extra: &toml::Table,
 ) -> anyhow::Result<Config> {
     #[derive(Serialize)]
     struct Harness {
@@ -127,7 +128,7 @@ fn gateway_config(
     }
     let config: Config = Figment::from(Serialized::defaults(Config::default()))
         .merge(Toml::string(&settings.to_string()))
-        .merge(Serialized::defaults(extra))
+        .merge(Toml::string(&extra.to_string()))
         .merge(Serialized::defaults(Harness {
             backend,
             listen: "127.0.0.1:0",
@@ -183,7 +184,7 @@ pub async fn compare(
     match targets {
         Targets::Local(backends) => {
             for backend in backends {
-                let gateway = LocalGateway::start(backend, &scenario.gateway, ())?;
+                let gateway = LocalGateway::start(backend, &scenario.gateway, &toml::Table::new())?;
                 let result = run_against(
                     scenario,
                     &format!("http://{}", gateway.address),
@@ -282,7 +283,8 @@ async fn run_sweep(
                 simulated_work: simulated(work),
                 policies: unlimited_policy(),
             };
-            let gateway = LocalGateway::start(*backend, &toml::Table::new(), settings)?;
+            let settings = toml::Table::try_from(settings)?;
+            let gateway = LocalGateway::start(*backend, &toml::Table::new(), &settings)?;
             let result = engine::run(
                 &point_scenario,
                 &Target::parse(&format!("http://{}", gateway.address)).await?,

@@ -31,7 +31,7 @@ pub struct RunResult {
     /// Answers received during the measured window (timeouts and connection errors excluded),
     /// per second: the throughput.
     pub throughput: f64,
-    /// Requests whose scheduled send time fell in the measured window.
+    /// Requests sent during the measured window (each counted in exactly one outcome).
     pub requests: u64,
     /// What they came to.
     pub outcomes: Outcomes,
