@@ -1,0 +1,266 @@
+//! The load generator against real servers on loopback: a complete comparison run, coordinated
+//! omission made visible, and rate accuracy. These use real time, so every bound is generous;
+//! nothing asserts how fast this machine is.
+
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use turnstile_backend::BackendKind;
+use turnstile_load::compare::{Targets, compare};
+use turnstile_load::engine::{RunOptions, Target, run};
+use turnstile_load::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
+
+fn scenario(text: &str) -> Scenario {
+    let scenario: Scenario = toml::from_str(text).unwrap();
+    scenario.validate().unwrap();
+    scenario
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_comparison_produces_complete_results_and_reports() {
+    let mut scenario = scenario(
+        r#"
+        name = "smoke"
+        description = "A short smoke run."
+        rate = 200
+        connections = 4
+        duration = "1s"
+        warmup = "200ms"
+        timeout = "2s"
+        [traffic]
+        route = "gateway"
+        keys = { distribution = "zipf", count = 100, exponent = 1.2 }
+        [[faults]]
+        at = "300ms"
+        action = { kind = "poison", key = "10.0.0.0" }
+        [gateway]
+        shards = 4
+        "#,
+    );
+    scenario.sweep = Some(Sweep {
+        duration: Duration::from_millis(300),
+        connections: 8,
+        shards: vec![4],
+        work: vec![SweepWork {
+            kind: turnstile_backend::WorkKind::Sleep,
+            duration: Duration::ZERO,
+        }],
+    });
+    let comparison = compare(&scenario, Targets::Local(BackendKind::ALL.to_vec()), false)
+        .await
+        .unwrap();
+
+    assert_eq!(comparison.runs.len(), 3);
+    for run in &comparison.runs {
+        assert!(
+            run.requests > 50,
+            "{}: {} requests",
+            run.label,
+            run.requests
+        );
+        assert_eq!(
+            run.outcomes.total(),
+            run.requests,
+            "every request has one outcome"
+        );
+        assert!(run.outcomes.allowed > 0);
+        assert!(run.latency_ms.p50 > 0.0 && run.latency_ms.max >= run.latency_ms.p99);
+        assert_eq!(
+            run.faults_injected, 1,
+            "{}: the poison reached the admin API",
+            run.label
+        );
+        assert_eq!(run.target_rate, Some(200.0));
+    }
+    // The poisoned client's next check crashed its state owner: the gateway said so.
+    assert!(
+        comparison.runs.iter().any(|run| run
+            .outcomes
+            .dropped
+            .get("crashed")
+            .is_some_and(|n| *n >= 1))
+    );
+    assert_eq!(
+        comparison.sweep.len(),
+        3,
+        "actor, sharded×4, concurrent at one work level"
+    );
+
+    let directory = tempfile::tempdir().unwrap();
+    let markdown = turnstile_load::report::write(&comparison, directory.path(), "test").unwrap();
+    for backend in ["actor", "sharded", "concurrent"] {
+        assert!(markdown.contains(&format!("| {backend} |")), "{markdown}");
+        let hgrm =
+            std::fs::read_to_string(directory.path().join(format!("{backend}.hgrm"))).unwrap();
+        assert!(
+            hgrm.contains("Percentile") && hgrm.contains("#[Max"),
+            "{hgrm}"
+        );
+    }
+    let html = std::fs::read_to_string(directory.path().join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "latency, throughput, dropped, sweep"
+    );
+    assert!(!html.contains("<script"), "no scripts in the report");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(directory.path().join("results.json")).unwrap(),
+    )
+    .unwrap();
+    let first = &json["runs"][0];
+    for field in [
+        "throughput",
+        "sent_rate",
+        "target_rate",
+        "requests",
+        "outcomes",
+        "latency_ms",
+    ] {
+        assert!(!first[field].is_null(), "results.json lacks {field}");
+    }
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(first["latency_ms"][field].as_f64().unwrap() > 0.0);
+    }
+}
+
+/// A server that answers at once, except during one stall that it is told to start.
+async fn stalling_server() -> (String, Arc<Mutex<Option<Instant>>>) {
+    let stall_until: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let shared = Arc::clone(&stall_until);
+    let app = Router::new().route(
+        "/v1/check",
+        post(move || {
+            let stall_until = Arc::clone(&shared);
+            async move {
+                let until = *stall_until.lock().await;
+                if let Some(until) = until {
+                    tokio::time::sleep_until(until).await;
+                }
+                r#"{"allowed":true}"#
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), stall_until)
+}
+
+async fn run_with_stall(mode: Mode) -> turnstile_load::result::RunResult {
+    const STALL: Duration = Duration::from_millis(500);
+    let (url, stall_until) = stalling_server().await;
+    let scenario = Scenario {
+        name: "stall".into(),
+        description: String::new(),
+        mode,
+        rate: 200.0,
+        connections: 1,
+        duration: Duration::from_secs(3),
+        warmup: Duration::ZERO,
+        timeout: Duration::from_secs(5),
+        stages: Vec::new(),
+        traffic: Traffic {
+            route: Route::Check,
+            keys: KeyDistribution::Hot,
+            ..Traffic::default()
+        },
+        faults: Vec::new(),
+        sweep: None,
+        gateway: toml::Table::new(),
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        *stall_until.lock().await = Some(Instant::now() + STALL);
+    });
+    let target = Target::parse(&url).await.unwrap();
+    run(&scenario, &target, &RunOptions::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_percentiles_show_a_stall_that_closed_loop_hides() {
+    let open = run_with_stall(Mode::Open).await;
+    // ~100 of ~600 requests were scheduled during the 500 ms stall; measured from their
+    // scheduled times they waited between 0 and 500 ms, so the top 1 % waited over 400 ms.
+    assert!(open.latency_ms.max >= 450.0, "max {}", open.latency_ms.max);
+    assert!(open.latency_ms.p99 >= 400.0, "p99 {}", open.latency_ms.p99);
+    assert!(open.latency_ms.p90 >= 100.0, "p90 {}", open.latency_ms.p90);
+
+    // The same stall in closed loop is one slow request among thousands: the tail hides it.
+    let closed = run_with_stall(Mode::Closed).await;
+    assert!(
+        closed.latency_ms.max >= 450.0,
+        "max {}",
+        closed.latency_ms.max
+    );
+    assert!(
+        closed.latency_ms.p99 < 50.0,
+        "p99 {}",
+        closed.latency_ms.p99
+    );
+    assert!(
+        closed.requests > 2 * open.requests,
+        "closed loop sends as fast as answers come"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_the_target_rate() {
+    let app = Router::new().route("/", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let scenario = scenario(
+        r#"
+        name = "accuracy"
+        rate = 250
+        connections = 8
+        duration = "2s"
+        warmup = "200ms"
+        [traffic]
+        route = "gateway"
+        "#,
+    );
+    let target = Target::parse(&format!("http://{address}")).await.unwrap();
+    let result = run(&scenario, &target, &RunOptions::default())
+        .await
+        .unwrap();
+    // Stated tolerance: within 10 % of rate × duration (500 requests).
+    assert!(
+        (450..=550).contains(&result.requests),
+        "sent {}",
+        result.requests
+    );
+    assert!(
+        (result.sent_rate - 250.0).abs() <= 25.0,
+        "sent rate {}",
+        result.sent_rate
+    );
+    assert_eq!(result.target_rate, Some(250.0));
+    assert_eq!(result.outcomes.allowed, result.requests);
+    assert!(result.table().contains("target 250/s"));
+}
+
+#[tokio::test]
+async fn an_unreachable_target_counts_connection_errors_instead_of_failing() {
+    // Port 9 (discard) on loopback: nothing listens in the test environment.
+    let scenario = scenario(
+        "name = \"down\"\nrate = 50\nconnections = 2\nduration = \"300ms\"\nwarmup = \"0s\"",
+    );
+    let target = Target::parse("http://127.0.0.1:9").await.unwrap();
+    let result = run(&scenario, &target, &RunOptions::default())
+        .await
+        .unwrap();
+    assert!(result.requests > 0);
+    assert_eq!(result.outcomes.connection_errors, result.requests);
+    assert_eq!(result.throughput, 0.0);
+}
