@@ -212,22 +212,20 @@ impl RunResult {
             "{:>12} {:>14} {:>10} {:>14}\n",
             "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
         );
+        // The third column is cumulative (HdrHistogram's TotalCount), as .hgrm readers expect.
+        let mut total = 0;
         for step in histogram.iter_quantiles(5) {
+            total += step.count_since_last_iteration();
             let quantile = step.quantile_iterated_to();
             let value = step.value_iterated_to() as f64 / 1000.0;
             if quantile < 1.0 {
+                let inverse = 1.0 / (1.0 - quantile);
                 let _ = writeln!(
                     out,
-                    "{value:>12.3} {quantile:>14.12} {:>10} {:>14.2}",
-                    step.count_since_last_iteration(),
-                    1.0 / (1.0 - quantile)
+                    "{value:>12.3} {quantile:>14.12} {total:>10} {inverse:>14.2}"
                 );
             } else {
-                let _ = writeln!(
-                    out,
-                    "{value:>12.3} {quantile:>14.12} {:>10}",
-                    step.count_since_last_iteration()
-                );
+                let _ = writeln!(out, "{value:>12.3} {quantile:>14.12} {total:>10}");
             }
         }
         let _ = writeln!(

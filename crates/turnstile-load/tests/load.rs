@@ -103,6 +103,15 @@ async fn a_short_comparison_produces_complete_results_and_reports() {
             hgrm.contains("Percentile") && hgrm.contains("#[Max"),
             "{hgrm}"
         );
+        // The last distribution line's cumulative count is every recorded request.
+        let run = comparison.runs.iter().find(|r| r.label == backend).unwrap();
+        let last = hgrm
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .next_back()
+            .unwrap();
+        let total: u64 = last.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert_eq!(total, run.requests, "{last}");
     }
     let html = std::fs::read_to_string(directory.path().join("report.html")).unwrap();
     assert_eq!(
