@@ -107,8 +107,7 @@ async fn a_short_comparison_produces_complete_results_and_reports() {
         let run = comparison.runs.iter().find(|r| r.label == backend).unwrap();
         let last = hgrm
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .next_back()
+            .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
             .unwrap();
         let total: u64 = last.split_whitespace().nth(2).unwrap().parse().unwrap();
         assert_eq!(total, run.requests, "{last}");
