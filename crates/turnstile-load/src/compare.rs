@@ -249,6 +249,7 @@ async fn run_sweep(
         connections: sweep.connections,
         duration: sweep.duration,
         warmup: Duration::from_millis(500),
+        keep_alive: true,
         timeout: Duration::from_secs(10),
         stages: Vec::new(),
         traffic: Traffic {

@@ -108,8 +108,27 @@ pub async fn run(
     target: &Target,
     options: &RunOptions,
 ) -> anyhow::Result<RunResult> {
+    run_spread(scenario, std::slice::from_ref(target), options).await
+}
+
+/// Runs `scenario` against several targets (replicas of one service): connection `i` goes to
+/// target `i mod n`, so the load is spread evenly; the results are merged.
+pub async fn run_spread(
+    scenario: &Scenario,
+    targets: &[Target],
+    options: &RunOptions,
+) -> anyhow::Result<RunResult> {
     scenario.validate()?;
-    let factory = Arc::new(RequestFactory::new(&scenario.traffic, &target.host)?);
+    if targets.is_empty() {
+        anyhow::bail!("no target given");
+    }
+    let factories = targets
+        .iter()
+        .map(|t| {
+            RequestFactory::with_keep_alive(&scenario.traffic, &t.host, scenario.keep_alive)
+                .map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let measure_from = start + scenario.warmup;
     let end = measure_from + scenario.measured_duration();
@@ -137,9 +156,9 @@ pub async fn run(
     let connections: Vec<_> = (0..scenario.connections)
         .map(|index| {
             let scenario = scenario.clone();
-            let factory = Arc::clone(&factory);
+            let factory = Arc::clone(&factories[index % targets.len()]);
             let sent = Arc::clone(&sent);
-            let address = target.address;
+            let address = targets[index % targets.len()].address;
             tokio::spawn(async move {
                 drive_connection(
                     index,
@@ -175,7 +194,11 @@ pub async fn run(
     Ok(RunResult {
         scenario: scenario.name.clone(),
         label: options.label.clone(),
-        target: target.url.clone(),
+        target: targets
+            .iter()
+            .map(|t| t.url.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         mode: scenario.mode,
         connections: scenario.connections,
         duration_seconds: seconds,
@@ -255,6 +278,9 @@ async fn drive_connection(
                 None
             }
         };
+        if !scenario.keep_alive {
+            connection.reset();
+        }
         let finished = Instant::now();
         // Counted if *sent* in the measured window; latency still runs from the scheduled
         // time, so a backlog carried over from the warm-up shows in full.

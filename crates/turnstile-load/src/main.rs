@@ -27,9 +27,10 @@ enum Command {
         /// Scenario file (TOML); flags below override its values.
         #[arg(long, default_value = "loadtest/steady.toml")]
         scenario: PathBuf,
-        /// The gateway, e.g. http://127.0.0.1:8080.
+        /// The gateway, e.g. http://127.0.0.1:8080; repeat to spread the connections across
+        /// several replicas.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
-        target: String,
+        target: Vec<String>,
         /// The gateway's admin API, for the scenario's faults.
         #[arg(long)]
         admin: Option<String>,
@@ -51,6 +52,9 @@ enum Command {
         /// Per-request timeout, e.g. 2s.
         #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
         timeout: Option<Duration>,
+        /// Open a new connection for every request instead of HTTP/1.1 keep-alive.
+        #[arg(long)]
+        no_keep_alive: bool,
         /// Write the result as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -136,6 +140,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             duration,
             warmup,
             timeout,
+            no_keep_alive,
             json,
             hgrm,
             quiet,
@@ -161,18 +166,24 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             if let Some(timeout) = timeout {
                 scenario.timeout = timeout;
             }
+            if no_keep_alive {
+                scenario.keep_alive = false;
+            }
             scenario.validate()?;
-            let target = Target::parse(&target).await?;
+            let mut targets = Vec::with_capacity(target.len());
+            for url in &target {
+                targets.push(Target::parse(url).await?);
+            }
             let admin = match admin {
                 Some(admin) => Some(Target::parse(&admin).await?),
                 None => None,
             };
             let options = RunOptions {
-                label: target.url.clone(),
+                label: target.join(","),
                 admin,
                 progress: interactive && !quiet,
             };
-            let result = engine::run(&scenario, &target, &options).await?;
+            let result = engine::run_spread(&scenario, &targets, &options).await?;
             print!("{}", result.table());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&result)?)

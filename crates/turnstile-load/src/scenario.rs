@@ -31,6 +31,10 @@ pub struct Scenario {
     /// Load sent before measuring starts (not recorded).
     #[serde(with = "humantime_serde", default = "defaults::warmup")]
     pub warmup: Duration,
+    /// Reuse each connection for every request (HTTP/1.1 keep-alive); `false` opens a new
+    /// connection per request.
+    #[serde(default = "defaults::keep_alive")]
+    pub keep_alive: bool,
     /// A request with no answer within this is counted as a timeout.
     #[serde(with = "humantime_serde", default = "defaults::timeout")]
     pub timeout: Duration,
@@ -410,6 +414,9 @@ mod defaults {
     }
     pub(super) fn timeout() -> Duration {
         Duration::from_secs(5)
+    }
+    pub(super) fn keep_alive() -> bool {
+        true
     }
     pub(super) fn weight() -> u32 {
         1

@@ -16,6 +16,7 @@ use crate::scenario::{KeyDistribution, Route, Traffic};
 pub struct RequestFactory {
     route: Route,
     host: HeaderValue,
+    keep_alive: bool,
     keys: Keys,
     policies: Vec<String>,
     policy_index: WeightedIndex<u32>,
@@ -37,6 +38,15 @@ pub struct TrafficError(String);
 impl RequestFactory {
     /// Prepares the samplers for `traffic`, addressing requests to `host`.
     pub fn new(traffic: &Traffic, host: &str) -> Result<Self, TrafficError> {
+        Self::with_keep_alive(traffic, host, true)
+    }
+
+    /// As [`RequestFactory::new`]; without keep-alive every request asks the server to close.
+    pub fn with_keep_alive(
+        traffic: &Traffic,
+        host: &str,
+        keep_alive: bool,
+    ) -> Result<Self, TrafficError> {
         let keys = match traffic.keys {
             KeyDistribution::Uniform { count } => Keys::Uniform(count.max(1)),
             KeyDistribution::Zipf { count, exponent } => Keys::Zipf(
@@ -51,6 +61,7 @@ impl RequestFactory {
         Ok(Self {
             route: traffic.route,
             host: HeaderValue::from_str(host).map_err(|e| TrafficError(e.to_string()))?,
+            keep_alive,
             keys,
             policies: traffic.policies.iter().map(|p| p.value.clone()).collect(),
             policy_index: weights(traffic.policies.iter().map(|p| p.weight).collect())?,
@@ -95,6 +106,11 @@ impl RequestFactory {
         };
         let mut request = request.unwrap_or_else(|_| Request::new(Full::new(Bytes::new())));
         request.headers_mut().insert(HOST, self.host.clone());
+        if !self.keep_alive {
+            request
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         request
     }
 }

@@ -173,6 +173,7 @@ async fn run_with_stall(mode: Mode) -> turnstile_load::result::RunResult {
         connections: 1,
         duration: Duration::from_secs(3),
         warmup: Duration::ZERO,
+        keep_alive: true,
         timeout: Duration::from_secs(5),
         stages: Vec::new(),
         traffic: Traffic {
@@ -271,4 +272,61 @@ async fn an_unreachable_target_counts_connection_errors_instead_of_failing() {
     assert!(result.requests > 0);
     assert_eq!(result.outcomes.connection_errors, result.requests);
     assert_eq!(result.throughput, 0.0);
+}
+
+#[test]
+fn every_shipped_scenario_loads() {
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../loadtest");
+    let mut loaded = Vec::new();
+    for entry in std::fs::read_dir(&directory).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let scenario =
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded.push(scenario.name);
+        }
+    }
+    loaded.sort();
+    assert_eq!(
+        loaded,
+        [
+            "burst", "compare", "faults", "hotkey", "max-rate", "ramp", "steady"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_spreads_across_targets_and_can_skip_keep_alive() {
+    let mut urls = Vec::new();
+    let hits: Vec<Arc<std::sync::atomic::AtomicU64>> = (0..2).map(|_| Arc::default()).collect();
+    for counter in &hits {
+        let counter = Arc::clone(counter);
+        let app = Router::new().route(
+            "/",
+            get(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { "ok" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let scenario = scenario(
+        "name = \"spread\"\nrate = 200\nconnections = 4\nduration = \"500ms\"\nwarmup = \"0s\"\nkeep_alive = false\n[traffic]\nroute = \"gateway\"",
+    );
+    let targets = [
+        Target::parse(&urls[0]).await.unwrap(),
+        Target::parse(&urls[1]).await.unwrap(),
+    ];
+    let result = turnstile_load::engine::run_spread(&scenario, &targets, &RunOptions::default())
+        .await
+        .unwrap();
+    let (first, second) = (
+        hits[0].load(std::sync::atomic::Ordering::Relaxed),
+        hits[1].load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(first > 20 && second > 20, "{first} / {second}");
+    assert_eq!(result.outcomes.allowed, result.requests);
+    assert_eq!(result.outcomes.connection_errors, 0);
 }
