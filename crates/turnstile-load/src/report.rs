@@ -228,49 +228,68 @@ pub fn html(comparison: &Comparison, command: &str) -> anyhow::Result<String> {
 }
 
 fn latency_chart(comparison: &Comparison) -> anyhow::Result<String> {
-    let labels = ["p50", "p90", "p99", "p99.9", "max"];
-    let series: Vec<(String, Vec<f64>)> = comparison
+    let labels: Vec<String> = ["p50", "p90", "p99", "p99.9", "max"]
+        .map(String::from)
+        .to_vec();
+    let series: Vec<(String, Vec<(f64, f64)>)> = comparison
         .runs
         .iter()
         .map(|r| {
             let l = &r.latency_ms;
-            (r.label.clone(), vec![l.p50, l.p90, l.p99, l.p999, l.max])
+            let points = [l.p50, l.p90, l.p99, l.p999, l.max]
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i as f64, v))
+                .collect();
+            (r.label.clone(), points)
         })
         .collect();
+    log_line_chart(&labels, None, "latency, ms (log)", 0.001, &series)
+}
+
+/// A line chart over categorical x positions with a logarithmic y axis starting at `y_min`,
+/// one line (with markers and a legend entry) per series.
+fn log_line_chart(
+    x_labels: &[String],
+    x_desc: Option<&str>,
+    y_desc: &str,
+    y_min: f64,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<String> {
     let top = series
         .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .fold(0.001_f64, f64::max)
+        .flat_map(|(_, points)| points.iter().map(|(_, y)| *y))
+        .fold(y_min, f64::max)
         * 2.0;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (900, 440)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(15)
             .x_label_area_size(35)
-            .y_label_area_size(70)
+            .y_label_area_size(80)
             .build_cartesian_2d(
-                -0.5f64..(labels.len() as f64 - 0.5),
-                (0.001f64..top).log_scale(),
+                -0.5f64..(x_labels.len() as f64 - 0.5),
+                (y_min..top).log_scale(),
             )?;
-        chart
-            .configure_mesh()
-            .x_labels(labels.len())
-            .x_label_formatter(&|x| {
-                labels
-                    .get(x.round() as usize)
-                    .map_or(String::new(), |l| (*l).to_owned())
-            })
-            .y_desc("latency, ms (log)")
-            .draw()?;
-        for (index, (name, values)) in series.iter().enumerate() {
+        let label_of = |x: &f64| {
+            x_labels
+                .get(x.round() as usize)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut mesh = chart.configure_mesh();
+        mesh.x_labels(x_labels.len().max(1))
+            .x_label_formatter(&label_of)
+            .y_desc(y_desc);
+        if let Some(x_desc) = x_desc {
+            mesh.x_desc(x_desc);
+        }
+        mesh.draw()?;
+        for (index, (name, points)) in series.iter().enumerate() {
             let color = COLORS[index % COLORS.len()];
-            let points: Vec<(f64, f64)> = values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i as f64, v.max(0.001)))
-                .collect();
+            let points: Vec<(f64, f64)> = points.iter().map(|(x, y)| (*x, y.max(y_min))).collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
                 .label(name.as_str())
@@ -328,34 +347,10 @@ fn bar_chart(axis: &str, bars: &[(String, f64)]) -> anyhow::Result<String> {
 fn sweep_chart(comparison: &Comparison) -> anyhow::Result<String> {
     let configs = unique(comparison.sweep.iter().map(|p| p.config.clone()));
     let works = unique(comparison.sweep.iter().map(|p| p.work.clone()));
-    let top = comparison
-        .sweep
+    let series: Vec<(String, Vec<(f64, f64)>)> = configs
         .iter()
-        .map(|p| p.throughput)
-        .fold(1.0_f64, f64::max)
-        * 2.0;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 450)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(15)
-            .x_label_area_size(35)
-            .y_label_area_size(80)
-            .build_cartesian_2d(
-                -0.5f64..(works.len() as f64 - 0.5),
-                (1.0f64..top).log_scale(),
-            )?;
-        chart
-            .configure_mesh()
-            .x_labels(works.len().max(1))
-            .x_label_formatter(&|x| works.get(x.round() as usize).cloned().unwrap_or_default())
-            .x_desc("work per check")
-            .y_desc("answers/s (log)")
-            .draw()?;
-        for (index, config) in configs.iter().enumerate() {
-            let color = COLORS[index % COLORS.len()];
-            let points: Vec<(f64, f64)> = works
+        .map(|config| {
+            let points = works
                 .iter()
                 .enumerate()
                 .filter_map(|(i, work)| {
@@ -363,27 +358,17 @@ fn sweep_chart(comparison: &Comparison) -> anyhow::Result<String> {
                         .sweep
                         .iter()
                         .find(|p| &p.config == config && &p.work == work)
-                        .map(|p| (i as f64, p.throughput.max(1.0)))
+                        .map(|p| (i as f64, p.throughput))
                 })
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(config.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
-    Ok(svg)
+            (config.clone(), points)
+        })
+        .collect();
+    log_line_chart(
+        &works,
+        Some("work per check"),
+        "answers/s (log)",
+        1.0,
+        &series,
+    )
 }
