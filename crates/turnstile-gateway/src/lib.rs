@@ -72,8 +72,10 @@ pub struct AppState {
     policies: PolicySet,
     metrics: Arc<Metrics>,
     client_ip: ClientIpResolver,
-    gateway_policy: String,
-    forward_auth_policy: String,
+    /// Index into `policies` of the demo gateway route's policy.
+    gateway_policy: usize,
+    /// Index into `policies` of the forward-auth policy.
+    forward_auth_policy: usize,
     forward_auth_key_header: Option<HeaderName>,
     forward_auth_deny_status: StatusCode,
     legacy_ratelimit_headers: bool,
@@ -118,6 +120,17 @@ impl AppState {
             faults: Arc::default(),
             observer: Arc::clone(&metrics) as Arc<dyn turnstile_backend::BackendObserver>,
         };
+        // Validation guarantees both names exist; resolving them here keeps it that way.
+        let resolve = |field: &str, name: &str| {
+            policies
+                .index_of(name)
+                .ok_or_else(|| config::ConfigError::Invalid {
+                    field: field.into(),
+                    problem: format!("unknown policy `{name}`"),
+                })
+        };
+        let gateway_policy = resolve("gateway.policy", &config.gateway.policy)?;
+        let forward_auth_policy = resolve("forward_auth.policy", &config.forward_auth.policy)?;
         let backend_config = config.backend_config();
         let backend = turnstile_backend::build(&backend_config, &context)?;
         let forward_auth_key_header = config
@@ -141,8 +154,8 @@ impl AppState {
                 config.trusted_proxies.clone(),
                 config.ipv6_prefix_len,
             ),
-            gateway_policy: config.gateway.policy.clone(),
-            forward_auth_policy: config.forward_auth.policy.clone(),
+            gateway_policy,
+            forward_auth_policy,
             forward_auth_key_header,
             forward_auth_deny_status: StatusCode::from_u16(config.forward_auth.deny_status)
                 .unwrap_or(StatusCode::TOO_MANY_REQUESTS),

@@ -47,7 +47,18 @@ impl PolicySet {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&NamedPolicy> {
-        self.by_name.get(name).map(|&index| &self.policies[index])
+        self.index_of(name).map(|index| &self.policies[index])
+    }
+
+    /// The position of `name`, resolved once at start-up by routes that always use the same
+    /// policy, so the request path indexes instead of hashing a name.
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The policy at a position from [`PolicySet::index_of`].
+    pub(crate) fn at(&self, index: usize) -> &NamedPolicy {
+        &self.policies[index]
     }
 
     /// The policy a request names (`default` when it names none), or the API error saying

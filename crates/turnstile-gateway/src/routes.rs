@@ -237,10 +237,10 @@ async fn limit_client_inner(
     route: ClientRoute,
 ) -> Result<Response, ApiError> {
     let (policy, deny_status) = match route {
-        ClientRoute::ForwardAuth => (&state.forward_auth_policy, state.forward_auth_deny_status),
-        ClientRoute::Gateway => (&state.gateway_policy, StatusCode::TOO_MANY_REQUESTS),
+        ClientRoute::ForwardAuth => (state.forward_auth_policy, state.forward_auth_deny_status),
+        ClientRoute::Gateway => (state.gateway_policy, StatusCode::TOO_MANY_REQUESTS),
     };
-    let policy = state.policies.get(policy).ok_or(ApiError::Internal)?;
+    let policy = state.policies.at(policy);
     let header_key;
     let ip_key;
     let key: &str = match (route, &state.forward_auth_key_header) {
