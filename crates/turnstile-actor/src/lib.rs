@@ -180,11 +180,6 @@ impl ActorTask {
         self.handle.await
     }
 
-    /// Whether the task has ended.
-    pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
-    }
-
     /// Kills the task at its next await point, without handling what is queued (a brutal kill).
     pub fn abort(&self) {
         self.handle.abort();

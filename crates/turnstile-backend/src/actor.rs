@@ -154,11 +154,6 @@ impl ActorBackend {
         }
     }
 
-    /// How many shards (1 for the single actor).
-    pub fn shard_count(&self) -> usize {
-        self.supervisor.len()
-    }
-
     /// The shard that owns `key` under `policy`: stable for the life of the process and
     /// across restarts, since it depends only on the bytes and the shard count.
     pub fn shard_of(&self, key: &str, policy: &Policy) -> Result<usize, CheckError> {

@@ -211,11 +211,6 @@ impl ConcurrentBackend {
             sweeper,
         }
     }
-
-    /// Sweeps expired keys now; returns how many were removed.
-    pub fn sweep_now(&self) -> usize {
-        self.table.sweep_if_due(self.clock.now_ns())
-    }
 }
 
 async fn sweep_periodically(

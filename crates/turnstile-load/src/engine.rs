@@ -124,10 +124,7 @@ pub async fn run_spread(
     }
     let factories = targets
         .iter()
-        .map(|t| {
-            RequestFactory::with_keep_alive(&scenario.traffic, &t.host, scenario.keep_alive)
-                .map(Arc::new)
-        })
+        .map(|t| RequestFactory::new(&scenario.traffic, &t.host, scenario.keep_alive).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let measure_from = start + scenario.warmup;

@@ -36,17 +36,9 @@ enum Keys {
 pub struct TrafficError(String);
 
 impl RequestFactory {
-    /// Prepares the samplers for `traffic`, addressing requests to `host`.
-    pub fn new(traffic: &Traffic, host: &str) -> Result<Self, TrafficError> {
-        Self::with_keep_alive(traffic, host, true)
-    }
-
-    /// As [`RequestFactory::new`]; without keep-alive every request asks the server to close.
-    pub fn with_keep_alive(
-        traffic: &Traffic,
-        host: &str,
-        keep_alive: bool,
-    ) -> Result<Self, TrafficError> {
+    /// Prepares the samplers for `traffic`, addressing requests to `host`; without keep-alive
+    /// every request asks the server to close the connection.
+    pub fn new(traffic: &Traffic, host: &str, keep_alive: bool) -> Result<Self, TrafficError> {
         let keys = match traffic.keys {
             KeyDistribution::Uniform { count } => Keys::Uniform(count.max(1)),
             KeyDistribution::Zipf { count, exponent } => Keys::Zipf(
