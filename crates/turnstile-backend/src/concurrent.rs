@@ -27,11 +27,11 @@ pub(crate) struct ConcurrentTable {
     /// their locks and could be overtaken between the check and the insert).
     len: AtomicUsize,
     max_keys: usize,
-    /// The sweep bookkeeping, shared with the actor table's contract. A std mutex because it is
-    /// only touched by inserts of new keys and by sweeps, and never held across an `.await`.
+    /// Forced-sweep pacing, shared with the actor table's contract. A std mutex because only a
+    /// full table's inserts touch it, and it is never held across an `.await`.
     schedule: Mutex<SweepSchedule>,
-    /// A copy of `schedule.earliest_expiry_ns` readable without the lock by inserts, which
-    /// lower it with `fetch_min`.
+    /// No key in the table expires before this (see `SweepSchedule`). Atomic so inserts can
+    /// lower it with `fetch_min` without a lock.
     earliest_expiry_ns: AtomicU64,
 }
 
@@ -107,8 +107,7 @@ impl ConcurrentTable {
             .schedule
             .lock()
             .map(|mut schedule| {
-                schedule.earliest_expiry_ns = self.earliest_expiry_ns.load(Ordering::Acquire);
-                schedule.take_forced_sweep(now_ns)
+                schedule.take_forced_sweep(now_ns, self.earliest_expiry_ns.load(Ordering::Acquire))
             })
             .unwrap_or(false);
         if forced {

@@ -12,37 +12,32 @@ use crate::CheckError;
 /// new keys against a full table does not rescan the whole table on every request.
 const FORCED_SWEEPS_PER_INTERVAL: u32 = 10;
 
-/// When sweeping can free something, and how often a full table may force a sweep.
+/// How often a full table may force a sweep.
 ///
 /// Shared by the actor table and the concurrent table so both keep the same memory contract.
+/// Each table keeps its own `earliest_expiry_ns` (a lower bound on when any of its keys
+/// expires: checks only ever move a key's state later, and every insert lowers the bound to the
+/// new key's state if earlier), in whatever form its concurrency needs, and passes it in.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SweepSchedule {
-    /// No key in the table expires before this. A lower bound: checks only ever move a key's
-    /// state later, and every insert lowers it to the new key's state if earlier.
-    pub(crate) earliest_expiry_ns: u64,
     /// The earliest time a full table may sweep again.
-    pub(crate) next_forced_sweep_ns: u64,
-    pub(crate) forced_sweep_gap_ns: u64,
+    next_forced_sweep_ns: u64,
+    forced_sweep_gap_ns: u64,
 }
 
 impl SweepSchedule {
     pub(crate) fn new(sweep_interval: Duration) -> Self {
         let gap = sweep_interval / FORCED_SWEEPS_PER_INTERVAL;
         Self {
-            earliest_expiry_ns: u64::MAX,
             next_forced_sweep_ns: 0,
             forced_sweep_gap_ns: u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
-    /// Whether a sweep at `now_ns` can remove anything.
-    pub(crate) fn anything_expired(&self, now_ns: u64) -> bool {
-        self.earliest_expiry_ns <= now_ns
-    }
-
-    /// Whether a full table should sweep now (and, if so, records that it did).
-    pub(crate) fn take_forced_sweep(&mut self, now_ns: u64) -> bool {
-        if self.anything_expired(now_ns) && now_ns >= self.next_forced_sweep_ns {
+    /// Whether a full table whose keys expire no earlier than `earliest_expiry_ns` should
+    /// sweep now (and, if so, records that it did).
+    pub(crate) fn take_forced_sweep(&mut self, now_ns: u64, earliest_expiry_ns: u64) -> bool {
+        if earliest_expiry_ns <= now_ns && now_ns >= self.next_forced_sweep_ns {
             self.next_forced_sweep_ns = now_ns.saturating_add(self.forced_sweep_gap_ns);
             true
         } else {
@@ -55,6 +50,8 @@ impl SweepSchedule {
 pub(crate) struct KeyTable {
     states: HashMap<Box<[u8]>, State, ahash::RandomState>,
     max_keys: usize,
+    /// No key in the table expires before this (see [`SweepSchedule`]).
+    earliest_expiry_ns: u64,
     schedule: SweepSchedule,
 }
 
@@ -63,6 +60,7 @@ impl KeyTable {
         Self {
             states: HashMap::default(),
             max_keys,
+            earliest_expiry_ns: u64::MAX,
             schedule: SweepSchedule::new(sweep_interval),
         }
     }
@@ -89,7 +87,10 @@ impl KeyTable {
         let verdict = policy.check(0, now_ns, cost)?;
         if let Some(new_state) = verdict.new_state {
             if self.states.len() >= self.max_keys {
-                if self.schedule.take_forced_sweep(now_ns) {
+                if self
+                    .schedule
+                    .take_forced_sweep(now_ns, self.earliest_expiry_ns)
+                {
                     self.sweep(now_ns);
                 }
                 if self.states.len() >= self.max_keys {
@@ -99,14 +100,14 @@ impl KeyTable {
                 }
             }
             self.states.insert(key.into(), new_state);
-            self.schedule.earliest_expiry_ns = self.schedule.earliest_expiry_ns.min(new_state);
+            self.earliest_expiry_ns = self.earliest_expiry_ns.min(new_state);
         }
         Ok(verdict.decision)
     }
 
     /// Removes every expired key if any can have expired; returns how many were removed.
     pub(crate) fn sweep_if_due(&mut self, now_ns: u64) -> usize {
-        if self.schedule.anything_expired(now_ns) {
+        if self.earliest_expiry_ns <= now_ns {
             self.sweep(now_ns)
         } else {
             0
@@ -123,7 +124,7 @@ impl KeyTable {
             }
             keep
         });
-        self.schedule.earliest_expiry_ns = earliest;
+        self.earliest_expiry_ns = earliest;
         before - self.states.len()
     }
 }
