@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -142,21 +142,25 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// `POST /v1/check`: a decision for an explicit key. A denial is a decision (200), not an error.
 pub(crate) async fn check(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    if !is_json(&headers) {
+    // The content type is read in place (a `HeaderMap` extractor would copy every header),
+    // then the body is extracted under `DefaultBodyLimit` as usual.
+    if !is_json(request.headers()) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge {
-                limit: state.body_limit_bytes,
-            }
-        } else {
-            ApiError::UnreadableBody(rejection.body_text())
-        }
-    })?;
+    let body =
+        Bytes::from_request(request, &state)
+            .await
+            .map_err(|rejection: BytesRejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::BodyTooLarge {
+                        limit: state.body_limit_bytes,
+                    }
+                } else {
+                    ApiError::UnreadableBody(rejection.body_text())
+                }
+            })?;
     let request: CheckRequest<'_> = serde_json::from_slice(&body).map_err(|error| {
         if error.is_data() {
             ApiError::InvalidField(error.to_string())
