@@ -15,7 +15,7 @@ use turnstile_core::{Clock, Decision, Policy};
 use crate::faults::Faults;
 use crate::state_key::StateKey;
 use crate::status::{BackendState, BackendStatus, ChildStatus, KillError, KillTarget, Tagged};
-use crate::table::KeyTable;
+use crate::table::{EvictionReporter, KeyTable};
 use crate::{
     Backend, BackendConfig, BackendKind, BoxFuture, BuildContext, CheckError, CheckFuture,
     SimulatedWork,
@@ -67,11 +67,8 @@ impl Actor for TableActor {
     }
 
     fn handle_tick(&mut self) {
-        let removed = self.table.sweep_if_due(self.clock.now_ns());
+        self.table.sweep_if_due(self.clock.now_ns());
         self.keys.store(self.table.len(), Ordering::Relaxed);
-        if removed > 0 {
-            tracing::debug!(removed, "swept expired keys");
-        }
     }
 }
 
@@ -116,6 +113,10 @@ impl ActorBackend {
             let keys = Arc::clone(&keys);
             let clock = Arc::clone(&context.clock);
             let faults = Arc::clone(&context.faults);
+            let evictions = EvictionReporter {
+                backend: kind,
+                observer: Arc::clone(&context.observer),
+            };
             let (max_keys, sweep_interval, simulated_work) = (
                 config.max_keys,
                 config.sweep_interval,
@@ -127,7 +128,7 @@ impl ActorBackend {
                 // A new incarnation starts empty.
                 keys[index].store(0, Ordering::Relaxed);
                 TableActor {
-                    table: KeyTable::new(cap.max(1), sweep_interval),
+                    table: KeyTable::new(cap.max(1), sweep_interval, evictions.clone()),
                     clock: Arc::clone(&clock),
                     faults: Arc::clone(&faults),
                     simulated_work,

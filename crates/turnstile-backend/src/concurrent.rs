@@ -12,7 +12,7 @@ use turnstile_core::{Clock, Decision, Policy, is_expired};
 use crate::faults::Faults;
 use crate::state_key::StateKey;
 use crate::status::{BackendState, BackendStatus, KillError, KillTarget};
-use crate::table::SweepSchedule;
+use crate::table::{EvictionReporter, SweepSchedule};
 use crate::work::WorkKind;
 use crate::{
     Backend, BackendConfig, BackendKind, BoxFuture, BuildContext, CheckError, CheckFuture,
@@ -33,16 +33,22 @@ pub(crate) struct ConcurrentTable {
     /// No key in the table expires before this (see `SweepSchedule`). Atomic so inserts can
     /// lower it with `fetch_min` without a lock.
     earliest_expiry_ns: AtomicU64,
+    evictions: EvictionReporter,
 }
 
 impl ConcurrentTable {
-    pub(crate) fn new(max_keys: usize, sweep_interval: std::time::Duration) -> Self {
+    pub(crate) fn new(
+        max_keys: usize,
+        sweep_interval: std::time::Duration,
+        evictions: EvictionReporter,
+    ) -> Self {
         Self {
             states: DashMap::default(),
             len: AtomicUsize::new(0),
             max_keys,
             schedule: Mutex::new(SweepSchedule::new(sweep_interval)),
             earliest_expiry_ns: AtomicU64::new(u64::MAX),
+            evictions,
         }
     }
 
@@ -150,6 +156,7 @@ impl ConcurrentTable {
         self.len.fetch_sub(removed, Ordering::AcqRel);
         self.earliest_expiry_ns
             .fetch_min(earliest, Ordering::AcqRel);
+        self.evictions.record(removed);
         removed
     }
 }
@@ -193,7 +200,14 @@ impl ConcurrentBackend {
     /// Builds the table and starts its periodic sweeper (must run inside a tokio runtime).
     pub fn start(config: &BackendConfig, context: &BuildContext) -> Self {
         let clock = Arc::clone(&context.clock);
-        let table = Arc::new(ConcurrentTable::new(config.max_keys, config.sweep_interval));
+        let table = Arc::new(ConcurrentTable::new(
+            config.max_keys,
+            config.sweep_interval,
+            EvictionReporter {
+                backend: BackendKind::Concurrent,
+                observer: Arc::clone(&context.observer),
+            },
+        ));
         let sweeper = CancellationToken::new();
         tokio::spawn(sweep_periodically(
             Arc::downgrade(&table),
@@ -225,8 +239,7 @@ async fn sweep_periodically(
             () = stop.cancelled() => return,
             _ = ticker.tick() => match table.upgrade() {
                 Some(table) => {
-                    let removed = table.sweep_if_due(clock.now_ns());
-                    tracing::debug!(removed, "swept expired keys");
+                    table.sweep_if_due(clock.now_ns());
                 }
                 None => return,
             },

@@ -112,6 +112,8 @@ pub trait BackendObserver: Send + Sync + 'static {
     fn pool_worker_replaced(&self, _backend: BackendKind) {}
     /// The pool exceeded its restart intensity and failed (or was re-armed: `failed == false`).
     fn pool_failed(&self, _backend: BackendKind, _failed: bool) {}
+    /// `count` expired keys were swept out of `backend`'s table (a periodic or a forced sweep).
+    fn keys_evicted(&self, _backend: BackendKind, _count: usize) {}
 }
 
 /// An observer that ignores everything.

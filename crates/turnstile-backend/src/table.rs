@@ -2,11 +2,28 @@
 //! exactly one task ever touches it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use turnstile_core::{Decision, Policy, State, is_expired};
 
-use crate::CheckError;
+use crate::{BackendKind, BackendObserver, CheckError};
+
+/// Where a table reports the keys its sweeps remove (the `keys evicted` counter).
+#[derive(Clone)]
+pub(crate) struct EvictionReporter {
+    pub(crate) backend: BackendKind,
+    pub(crate) observer: Arc<dyn BackendObserver>,
+}
+
+impl EvictionReporter {
+    pub(crate) fn record(&self, removed: usize) {
+        if removed > 0 {
+            tracing::debug!(backend = %self.backend, removed, "swept expired keys");
+            self.observer.keys_evicted(self.backend, removed);
+        }
+    }
+}
 
 /// A table full of live keys is swept at most this many times per sweep interval, so a spray of
 /// new keys against a full table does not rescan the whole table on every request.
@@ -53,15 +70,21 @@ pub(crate) struct KeyTable {
     /// No key in the table expires before this (see [`SweepSchedule`]).
     earliest_expiry_ns: u64,
     schedule: SweepSchedule,
+    evictions: EvictionReporter,
 }
 
 impl KeyTable {
-    pub(crate) fn new(max_keys: usize, sweep_interval: Duration) -> Self {
+    pub(crate) fn new(
+        max_keys: usize,
+        sweep_interval: Duration,
+        evictions: EvictionReporter,
+    ) -> Self {
         Self {
             states: HashMap::default(),
             max_keys,
             earliest_expiry_ns: u64::MAX,
             schedule: SweepSchedule::new(sweep_interval),
+            evictions,
         }
     }
 
@@ -125,6 +148,8 @@ impl KeyTable {
             keep
         });
         self.earliest_expiry_ns = earliest;
-        before - self.states.len()
+        let removed = before - self.states.len();
+        self.evictions.record(removed);
+        removed
     }
 }

@@ -232,6 +232,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(limited)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
+        // Outermost, so shed, timed-out and rejected requests are timed and counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            routes::time_request,
+        ))
         .with_state(state)
 }
 

@@ -21,6 +21,37 @@ const CHECK_BUCKETS_SECONDS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// HTTP request durations: from the ~50 µs of a decided check to the request timeout.
+const HTTP_BUCKETS_SECONDS: &[f64] = &[
+    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
+
+/// The route templates the gateway serves: a fixed set, so the label stays bounded whatever
+/// paths clients send (every unmatched path is the demo gateway route, `fallback`).
+const HTTP_ROUTES: [&str; 6] = [
+    "/v1/check",
+    "/v1/forward-auth",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "fallback",
+];
+
+/// The index into [`HTTP_ROUTES`] of the route axum matched (`None`: the fallback).
+pub(crate) fn http_route_index(template: Option<&str>) -> usize {
+    let fallback = HTTP_ROUTES.len() - 1;
+    template
+        .and_then(|template| {
+            HTTP_ROUTES[..fallback]
+                .iter()
+                .position(|known| *known == template)
+        })
+        .unwrap_or(fallback)
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 const KINDS: usize = BackendKind::ALL.len();
 
 fn kind_index(kind: BackendKind) -> usize {
@@ -65,6 +96,9 @@ pub struct Metrics {
     pool_waiting: IntGaugeVec,
     pool_replaced: IntCounterVec,
     faults: IntCounterVec,
+    keys_evicted: IntCounterVec,
+    /// Indexed by route (as in [`HTTP_ROUTES`]) and status class, resolved at start-up.
+    http_duration: Vec<[Histogram; 5]>,
 }
 
 fn counter(
@@ -106,6 +140,21 @@ impl Metrics {
             .iter()
             .map(|kind| {
                 OUTCOMES.map(|outcome| check_duration.with_label_values(&[kind.as_str(), outcome]))
+            })
+            .collect();
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "turnstile_http_request_duration_seconds",
+                "HTTP request durations, by route template and status class.",
+            )
+            .buckets(HTTP_BUCKETS_SECONDS.to_vec()),
+            &["route", "status_class"],
+        )?;
+        registry.register(Box::new(http_duration.clone()))?;
+        let http_duration = HTTP_ROUTES
+            .iter()
+            .map(|route| {
+                STATUS_CLASSES.map(|class| http_duration.with_label_values(&[route, class]))
             })
             .collect();
         let metrics = Self {
@@ -188,6 +237,13 @@ impl Metrics {
                 "Faults injected through the admin API, by kind (crash, poison, slow, switch).",
                 &["kind"],
             )?,
+            keys_evicted: counter(
+                &registry,
+                "turnstile_keys_evicted_total",
+                "Expired keys swept out of a backend's table (periodic or forced sweeps), by backend.",
+                &["backend"],
+            )?,
+            http_duration,
             registry,
         };
         metrics.set_active(active);
@@ -236,6 +292,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Records one HTTP request; `route` indexes [`HTTP_ROUTES`].
+    pub(crate) fn record_http(&self, route: usize, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        if let Some(by_class) = self.http_duration.get(route) {
+            by_class[class].observe(elapsed.as_secs_f64());
+        }
+    }
+
     pub(crate) fn record_fault(&self, kind: &'static str) {
         self.faults.with_label_values(&[kind]).inc();
     }
@@ -264,6 +328,11 @@ impl Metrics {
     /// Escalations of `kind`'s supervisor (the counter `/metrics` exports).
     pub fn escalations_total(&self, kind: BackendKind) -> u64 {
         self.escalations.with_label_values(&[kind.as_str()]).get()
+    }
+
+    /// Keys swept out of `kind`'s table (the counter `/metrics` exports).
+    pub fn keys_evicted_total(&self, kind: BackendKind) -> u64 {
+        self.keys_evicted.with_label_values(&[kind.as_str()]).get()
     }
 
     /// Faults injected of `kind` (the counter `/metrics` exports).
@@ -338,5 +407,11 @@ impl BackendObserver for Metrics {
         self.pool_replaced
             .with_label_values(&[backend.as_str()])
             .inc();
+    }
+
+    fn keys_evicted(&self, backend: BackendKind, count: usize) {
+        self.keys_evicted
+            .with_label_values(&[backend.as_str()])
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 }

@@ -22,7 +22,7 @@ use turnstile_core::Decision;
 use crate::AppState;
 use crate::config::FailureMode;
 use crate::error::ApiError;
-use crate::metrics::{CheckOutcome, Metrics};
+use crate::metrics::{CheckOutcome, Metrics, http_route_index};
 use crate::policies::NamedPolicy;
 
 /// Marks a response that was admitted without a decision because the backend dropped the check
@@ -354,4 +354,25 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
 /// A known route asked with a method it does not serve.
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Times every request into `turnstile_http_request_duration_seconds`, labelled by the route
+/// template axum matched (never the raw path, which a client controls).
+pub(crate) async fn time_request(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = Instant::now();
+    let route = http_route_index(
+        request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(axum::extract::MatchedPath::as_str),
+    );
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record_http(route, response.status().as_u16(), started.elapsed());
+    response
 }

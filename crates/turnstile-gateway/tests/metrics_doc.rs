@@ -102,3 +102,76 @@ async fn every_exported_metric_is_documented_with_its_type_and_labels() {
         assert_eq!(labels, documented_labels, "{name}: labels");
     }
 }
+
+/// The value of the sample `series` (name and labels exactly as exported), or 0 if absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_requests_are_timed_by_route_template_and_status_class() {
+    let gw = TestGateway::new(common::small_config());
+    gw.check(json!({ "key": "a" })).await;
+    gw.check(json!({ "key": "a" })).await;
+    gw.check(json!({ "key": "" })).await;
+    gw.send(get("/healthz")).await;
+    // Client-chosen paths land on the fallback (the demo gateway route), never as a label.
+    gw.send(get("/some/client/chosen/path?x=1")).await;
+    gw.send(get("/another")).await;
+    let text = gw.send(get("/metrics")).await.text;
+    let count = |route: &str, class: &str| {
+        sample(
+            &text,
+            &format!(
+                "turnstile_http_request_duration_seconds_count{{route=\"{route}\",status_class=\"{class}\"}}"
+            ),
+        )
+    };
+    assert_eq!(count("/v1/check", "2xx"), 2.0);
+    assert_eq!(count("/v1/check", "4xx"), 1.0);
+    assert_eq!(count("/healthz", "2xx"), 1.0);
+    assert_eq!(count("fallback", "2xx"), 2.0);
+    assert!(
+        !text.contains("/some/client"),
+        "a raw path leaked into a label"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_swept_out_of_a_full_table_are_counted_as_evicted() {
+    for backend in [
+        BackendKind::Actor,
+        BackendKind::Sharded,
+        BackendKind::Concurrent,
+    ] {
+        let gw = TestGateway::new(Config {
+            backend,
+            shards: 1,
+            max_keys: 2,
+            ..common::small_config()
+        });
+        gw.check(json!({ "key": "a" })).await;
+        gw.check(json!({ "key": "b" })).await;
+        assert_eq!(gw.state.metrics().keys_evicted_total(backend), 0);
+        // Both keys' states expire within a period; a new key against the full table forces a
+        // sweep, which removes them both.
+        gw.clock.advance(Duration::from_secs(5));
+        let third = gw.check(json!({ "key": "c" })).await;
+        assert_eq!(third.json["allowed"], true, "{backend}: {}", third.text);
+        assert_eq!(
+            gw.state.metrics().keys_evicted_total(backend),
+            2,
+            "{backend}"
+        );
+        let text = gw.send(get("/metrics")).await.text;
+        assert_eq!(
+            sample(
+                &text,
+                &format!("turnstile_keys_evicted_total{{backend=\"{backend}\"}}")
+            ),
+            2.0
+        );
+    }
+}
