@@ -170,8 +170,13 @@ pub struct Comparison {
 pub enum Targets {
     /// Start one per backend here.
     Local(Vec<BackendKind>),
-    /// Given: `(label, url, admin url)`.
-    Urls(Vec<(String, String, Option<String>)>),
+    /// Running gateways.
+    Urls {
+        /// `(label, url, admin url)`.
+        gateways: Vec<(String, String, Option<String>)>,
+        /// Bearer token for their admin APIs.
+        admin_token: Option<String>,
+    },
 }
 
 /// Runs the comparison.
@@ -189,6 +194,7 @@ pub async fn compare(
                     scenario,
                     &format!("http://{}", gateway.address),
                     Some(format!("http://{}", gateway.admin)),
+                    None,
                     backend.as_str(),
                     progress,
                 )
@@ -197,9 +203,15 @@ pub async fn compare(
                 runs.push(result?);
             }
         }
-        Targets::Urls(urls) => {
-            for (label, url, admin) in urls {
-                runs.push(run_against(scenario, &url, admin, &label, progress).await?);
+        Targets::Urls {
+            gateways,
+            admin_token,
+        } => {
+            for (label, url, admin) in gateways {
+                runs.push(
+                    run_against(scenario, &url, admin, admin_token.clone(), &label, progress)
+                        .await?,
+                );
             }
         }
     }
@@ -218,6 +230,7 @@ async fn run_against(
     scenario: &Scenario,
     url: &str,
     admin: Option<String>,
+    admin_token: Option<String>,
     label: &str,
     progress: bool,
 ) -> anyhow::Result<RunResult> {
@@ -229,6 +242,7 @@ async fn run_against(
     let options = RunOptions {
         label: label.to_owned(),
         admin,
+        admin_token,
         progress,
     };
     let result = engine::run(scenario, &target, &options).await?;
@@ -292,6 +306,7 @@ async fn run_sweep(
                 &RunOptions {
                     label: name.clone(),
                     admin: None,
+                    admin_token: None,
                     progress,
                 },
             )

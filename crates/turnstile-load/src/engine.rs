@@ -84,6 +84,8 @@ pub struct RunOptions {
     pub label: String,
     /// The admin API, for the scenario's faults.
     pub admin: Option<Target>,
+    /// Bearer token for the admin API, when the gateway requires one.
+    pub admin_token: Option<String>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
 }
@@ -146,6 +148,7 @@ pub async fn run_spread(
     let faults = tokio::spawn(inject_faults(
         scenario.clone(),
         options.admin.clone(),
+        options.admin_token.clone(),
         measure_from,
         end,
     ));
@@ -327,6 +330,7 @@ fn count(outcomes: &mut Outcomes, outcome: Option<Outcome>) {
 async fn inject_faults(
     scenario: Scenario,
     admin: Option<Target>,
+    admin_token: Option<String>,
     measure_from: Instant,
     end: Instant,
 ) -> (u64, u64) {
@@ -353,7 +357,7 @@ async fn inject_faults(
     for (at, actions) in schedule {
         tokio::time::sleep_until(at).await;
         for action in actions {
-            let request = admin_request(&action, &admin.host);
+            let request = admin_request(&action, &admin.host, admin_token.as_deref());
             match connection.send(request).await {
                 Outcome::Allowed => injected += 1,
                 other => {
@@ -366,7 +370,7 @@ async fn inject_faults(
     (injected, failed)
 }
 
-fn admin_request(action: &FaultAction, host: &str) -> Request<Full<Bytes>> {
+fn admin_request(action: &FaultAction, host: &str, token: Option<&str>) -> Request<Full<Bytes>> {
     let (path, body) = match action {
         FaultAction::CrashActor => ("/admin/crash/actor".to_owned(), String::new()),
         FaultAction::CrashShard { shard } => (format!("/admin/crash/shard/{shard}"), String::new()),
@@ -385,9 +389,13 @@ fn admin_request(action: &FaultAction, host: &str) -> Request<Full<Bytes>> {
             .to_string(),
         ),
     };
-    Request::post(path)
+    let mut request = Request::post(path)
         .header("host", host)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
 }

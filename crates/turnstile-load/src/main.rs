@@ -16,6 +16,14 @@ use turnstile_load::scenario::{Mode, Scenario};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Bearer token for the gateways' admin API (fault injection), when they require one.
+    #[arg(
+        long,
+        global = true,
+        env = "TURNSTILE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    match runtime.block_on(execute(cli.command, cli.admin_token)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("turnstile-load: {error:#}");
@@ -127,7 +135,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn execute(command: Command) -> anyhow::Result<()> {
+async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Result<()> {
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match command {
         Command::Run {
@@ -181,6 +189,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let options = RunOptions {
                 label: target.join(","),
                 admin,
+                admin_token,
                 progress: interactive && !quiet,
             };
             let result = engine::run_spread(&scenario, &targets, &options).await?;
@@ -221,11 +230,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 Targets::Local(kinds)
             } else {
-                Targets::Urls(
-                    urls.iter()
+                Targets::Urls {
+                    gateways: urls
+                        .iter()
                         .map(|spec| parse_url_spec(spec))
                         .collect::<anyhow::Result<Vec<_>>>()?,
-                )
+                    admin_token,
+                }
             };
             let comparison = compare::compare(&scenario, targets, interactive && !quiet).await?;
             let command = std::env::args().collect::<Vec<_>>().join(" ");

@@ -330,3 +330,35 @@ async fn load_spreads_across_targets_and_can_skip_keep_alive() {
     assert_eq!(result.outcomes.allowed, result.requests);
     assert_eq!(result.outcomes.connection_errors, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_carry_the_admin_token_when_the_gateway_requires_one() {
+    let settings: toml::Table = toml::from_str("admin_token = \"s3cret-token\"").unwrap();
+    let gateway = turnstile_load::compare::LocalGateway::start(
+        BackendKind::Actor,
+        &settings,
+        &toml::Table::new(),
+    )
+    .unwrap();
+    let scenario = scenario(
+        "name = \"token\"\nrate = 50\nconnections = 1\nduration = \"600ms\"\nwarmup = \"0s\"\n[[faults]]\nat = \"100ms\"\naction = { kind = \"crash_actor\" }",
+    );
+    let target = Target::parse(&format!("http://{}", gateway.address))
+        .await
+        .unwrap();
+    let admin = Target::parse(&format!("http://{}", gateway.admin))
+        .await
+        .unwrap();
+    let mut options = RunOptions {
+        admin: Some(admin),
+        ..RunOptions::default()
+    };
+    let refused = run(&scenario, &target, &options).await.unwrap();
+    assert_eq!((refused.faults_injected, refused.fault_errors), (0, 1));
+    options.admin_token = Some("s3cret-token".into());
+    let accepted = run(&scenario, &target, &options).await.unwrap();
+    assert_eq!((accepted.faults_injected, accepted.fault_errors), (1, 0));
+    tokio::task::spawn_blocking(move || gateway.stop())
+        .await
+        .unwrap();
+}
