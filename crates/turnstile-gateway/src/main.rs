@@ -59,6 +59,13 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_listen: Option<SocketAddr>,
+
+    /// Instead of serving, ask the gateway configured here whether it is ready
+    /// (`GET /readyz` on its listen address) and exit 0 if so: the container HEALTHCHECK, with
+    /// no curl in the image.
+    #[arg(long)]
+    #[serde(skip)]
+    healthcheck: bool,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +85,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.healthcheck {
+        return match probe_ready(config.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("turnstile: not ready: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -98,5 +114,45 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(address = %application.local_addr()?, %backend, "turnstile listening");
     application.run_until_stopped(shutdown).await?;
+    Ok(())
+}
+
+/// `GET /readyz` over one HTTP/1.0 request. Written by hand because it is the only HTTP client
+/// the binary needs, and a client crate (or curl in the image) for one status line is not
+/// worth its weight.
+#[tokio::main(flavor = "current_thread")]
+async fn probe_ready(listen: SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A wildcard listen address is reached through loopback.
+    let target = match listen.ip() {
+        ip if ip.is_unspecified() && listen.is_ipv4() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, listen.port()))
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).await?;
+        std::io::Result::Ok(head)
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(3), exchange)
+        .await
+        .context("no answer within 3 s")?
+        .with_context(|| format!("GET http://{target}/readyz"))?;
+    // "HTTP/1.1 200"
+    anyhow::ensure!(
+        head.ends_with(b" 200"),
+        "GET http://{target}/readyz answered {}",
+        String::from_utf8_lossy(&head)
+    );
     Ok(())
 }

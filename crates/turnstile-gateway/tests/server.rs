@@ -236,3 +236,31 @@ async fn the_admin_listener_injects_faults_on_a_running_gateway() {
     app.stop.send(()).unwrap();
     app.server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_flag_reports_readiness_through_the_exit_status() {
+    let app = spawn_app(Config::default()).await;
+    let probe = |listen: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .args(["--healthcheck", "--listen", &listen])
+            .output()
+            .expect("runs")
+    };
+    let port = app.address.port();
+    let ready = tokio::task::spawn_blocking(move || probe(format!("127.0.0.1:{port}")));
+    let ready = ready.await.unwrap();
+    assert!(ready.status.success(), "{ready:?}");
+    // A wildcard listen address is probed through loopback, as in a container.
+    let wildcard = tokio::task::spawn_blocking(move || probe(format!("0.0.0.0:{port}")));
+    assert!(wildcard.await.unwrap().status.success());
+    app.stop.send(()).unwrap();
+    app.server.await.unwrap().unwrap();
+    // Nothing listens there any more.
+    let down = tokio::task::spawn_blocking(move || probe(format!("127.0.0.1:{port}")));
+    let down = down.await.unwrap();
+    assert!(!down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("not ready"),
+        "{down:?}"
+    );
+}
