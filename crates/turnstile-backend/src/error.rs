@@ -51,6 +51,18 @@ pub enum CheckError {
 }
 
 impl CheckError {
+    /// The [`reason`](Self::reason) of every drop (every error for which
+    /// [`is_drop`](Self::is_drop) holds), so metrics can start each series at zero.
+    pub const DROP_REASONS: [&'static str; 7] = [
+        "table_full",
+        "mailbox_full",
+        "timeout",
+        "crashed",
+        "unavailable",
+        "pool_timeout",
+        "shed",
+    ];
+
     /// A bounded, stable label for metrics and JSON errors.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -84,5 +96,32 @@ impl From<CallError> for CheckError {
             CallError::Crashed => Self::Crashed,
             CallError::Stopped => Self::Unavailable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_are_exactly_the_reasons_of_drops() {
+        let every_error = [
+            CheckError::CostExceedsBurst(turnstile_core::CostExceedsBurst { cost: 2, burst: 1 }),
+            CheckError::KeyTooLong { len: 1, max: 0 },
+            CheckError::EmptyKey,
+            CheckError::TableFull { max_keys: 1 },
+            CheckError::MailboxFull,
+            CheckError::Timeout,
+            CheckError::Crashed,
+            CheckError::Unavailable,
+            CheckError::PoolTimeout,
+            CheckError::Shed,
+        ];
+        let drops: Vec<&str> = every_error
+            .iter()
+            .filter(|error| error.is_drop())
+            .map(CheckError::reason)
+            .collect();
+        assert_eq!(drops, CheckError::DROP_REASONS);
     }
 }

@@ -113,7 +113,7 @@ impl AppState {
     /// Must be called inside a tokio runtime (backends spawn their tasks).
     pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         config.validate()?;
-        let metrics = Arc::new(Metrics::new(config.backend)?);
+        let metrics = Arc::new(Metrics::new(config.backend, config.shards)?);
         let policies = PolicySet::new(config, &metrics)?;
         let context = BuildContext {
             clock,

@@ -13,7 +13,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use turnstile_backend::{BackendKind, BackendObserver, BackendState, BackendStatus, ExitReason};
+use turnstile_backend::{
+    BackendKind, BackendObserver, BackendState, BackendStatus, CheckError, ExitReason,
+};
 
 /// Check latencies span ~1 µs (the concurrent map) to seconds (a backlogged actor, timeouts).
 const CHECK_BUCKETS_SECONDS: &[f64] = &[
@@ -51,6 +53,9 @@ pub(crate) fn http_route_index(template: Option<&str>) -> usize {
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The `kind` label values of `turnstile_faults_injected_total`.
+pub(crate) const FAULT_KINDS: [&str; 4] = ["crash", "poison", "slow", "switch"];
 
 const KINDS: usize = BackendKind::ALL.len();
 
@@ -124,8 +129,9 @@ fn gauge(
 }
 
 impl Metrics {
-    /// Creates and registers every metric; `active` is the backend serving at start-up.
-    pub fn new(active: BackendKind) -> Result<Self, prometheus::Error> {
+    /// Creates and registers every metric; `active` is the backend serving at start-up, and
+    /// actor backends run `shards` children (1 for the single actor).
+    pub fn new(active: BackendKind, shards: usize) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let check_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -247,7 +253,35 @@ impl Metrics {
             registry,
         };
         metrics.set_active(active);
+        metrics.start_counters_at_zero(shards);
         Ok(metrics)
+    }
+
+    /// Creates every bounded counter series at zero. A series born at its first increment
+    /// makes `increase()` and `rate()` miss that increment (Prometheus has no earlier sample
+    /// to compare with), so the first crash or escalation would never show on a dashboard.
+    fn start_counters_at_zero(&self, shards: usize) {
+        for kind in BackendKind::ALL {
+            let backend = kind.as_str();
+            for reason in CheckError::DROP_REASONS {
+                self.dropped.with_label_values(&[backend, reason]);
+            }
+            self.escalations.with_label_values(&[backend]);
+            self.pool_replaced.with_label_values(&[backend]);
+            self.keys_evicted.with_label_values(&[backend]);
+            let children = match kind {
+                BackendKind::Actor => 1,
+                BackendKind::Sharded => shards.max(1),
+                BackendKind::Concurrent => 0,
+            };
+            for child in 0..children {
+                self.restarts
+                    .with_label_values(&[backend, &child.to_string()]);
+            }
+        }
+        for kind in FAULT_KINDS {
+            self.faults.with_label_values(&[kind]);
+        }
     }
 
     /// Marks `kind` as the active backend in `turnstile_build_info`.
