@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# Turnstile: the gateway (`turnstile`) and the load generator (`turnstile-load`) in one small
+# image. cargo-chef caches the dependency build in its own layer, so a source change rebuilds
+# only our crates.
+ARG RUST_VERSION=1.95
+
+FROM lukemathwalker/cargo-chef:latest-rust-${RUST_VERSION}-slim-bookworm AS chef
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked --bin turnstile --bin turnstile-load \
+    && cp target/release/turnstile target/release/turnstile-load /usr/local/bin/
+
+FROM debian:bookworm-slim AS runtime
+# A fixed, unprivileged uid: the gateway needs no privilege (it listens above 1024).
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin turnstile
+COPY --from=builder /usr/local/bin/turnstile /usr/local/bin/turnstile-load /usr/local/bin/
+COPY loadtest /opt/turnstile/loadtest
+WORKDIR /opt/turnstile
+USER 10001:10001
+# Inside a container the gateway must listen beyond loopback; everything else keeps its
+# defaults and can be set with TURNSTILE_* variables (see the README's configuration table).
+ENV TURNSTILE_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["turnstile", "--healthcheck"]
+ENTRYPOINT ["turnstile"]
