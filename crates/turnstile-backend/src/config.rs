@@ -6,6 +6,7 @@ use turnstile_actor::{MailboxConfig, SupervisorConfig};
 
 use crate::SimulatedWork;
 use crate::pool::PoolConfig;
+use crate::redis_backend::RedisConfig;
 
 /// The backend designs Turnstile can switch between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
@@ -17,11 +18,16 @@ pub enum BackendKind {
     Sharded,
     /// A concurrent map of atomic states; no actor.
     Concurrent,
+    /// State in Redis, shared by every replica.
+    Redis,
 }
 
 impl BackendKind {
     /// Every kind, in documentation order.
-    pub const ALL: [Self; 3] = [Self::Actor, Self::Sharded, Self::Concurrent];
+    pub const ALL: [Self; 4] = [Self::Actor, Self::Sharded, Self::Concurrent, Self::Redis];
+
+    /// The kinds that keep their state in the process (no external service needed).
+    pub const IN_PROCESS: [Self; 3] = [Self::Actor, Self::Sharded, Self::Concurrent];
 
     /// The kind's name, as configured and as a metric label.
     pub fn as_str(&self) -> &'static str {
@@ -29,6 +35,7 @@ impl BackendKind {
             Self::Actor => "actor",
             Self::Sharded => "sharded",
             Self::Concurrent => "concurrent",
+            Self::Redis => "redis",
         }
     }
 }
@@ -62,6 +69,8 @@ pub struct BackendConfig {
     pub supervisor: SupervisorConfig,
     /// An optional pool of check workers in front of the backend.
     pub pool: Option<PoolConfig>,
+    /// Where the redis backend keeps its state (redis backend only).
+    pub redis: RedisConfig,
 }
 
 impl Default for BackendConfig {
@@ -76,6 +85,7 @@ impl Default for BackendConfig {
             simulated_work: None,
             supervisor: SupervisorConfig::default(),
             pool: None,
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -104,6 +114,15 @@ pub enum BuildError {
     /// deadpool refused the pool configuration.
     #[error("check pool: {0}")]
     Pool(String),
+    /// A redis backend setting is unusable (a malformed URL, a zero timeout, a policy the
+    /// script cannot hold exactly).
+    #[error("{problem}")]
+    Redis {
+        /// The setting, named as in the gateway's configuration (`redis_url`, `redis.pool_size`).
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 impl BackendConfig {
@@ -126,6 +145,9 @@ impl BackendConfig {
         }
         if self.pool.is_some_and(|pool| pool.size == 0) {
             return Err(BuildError::ZeroPool);
+        }
+        if self.kind == BackendKind::Redis {
+            self.redis.validate()?;
         }
         if self.supervisor.max_restarts == 0 {
             return Err(BuildError::ZeroRestarts);

@@ -48,12 +48,15 @@ pub enum CheckError {
     /// Shed by the gateway's overload protection before reaching the backend.
     #[error("shed: the gateway is at its concurrency limit")]
     Shed,
+    /// The backend's store failed (Redis unreachable, refused the command, or erred).
+    #[error("the rate-limit store failed")]
+    BackendError,
 }
 
 impl CheckError {
     /// The [`reason`](Self::reason) of every drop (every error for which
     /// [`is_drop`](Self::is_drop) holds), so metrics can start each series at zero.
-    pub const DROP_REASONS: [&'static str; 7] = [
+    pub const DROP_REASONS: [&'static str; 8] = [
         "table_full",
         "mailbox_full",
         "timeout",
@@ -61,6 +64,7 @@ impl CheckError {
         "unavailable",
         "pool_timeout",
         "shed",
+        "backend_error",
     ];
 
     /// A bounded, stable label for metrics and JSON errors.
@@ -76,6 +80,7 @@ impl CheckError {
             Self::Unavailable => "unavailable",
             Self::PoolTimeout => "pool_timeout",
             Self::Shed => "shed",
+            Self::BackendError => "backend_error",
         }
     }
 
@@ -116,6 +121,7 @@ mod tests {
             CheckError::Unavailable,
             CheckError::PoolTimeout,
             CheckError::Shed,
+            CheckError::BackendError,
         ];
         let drops: Vec<&str> = every_error
             .iter()

@@ -11,6 +11,8 @@
 //!   stable hash (Elixir's `Registry`). Same code as the single actor, N times.
 //! - [`BackendKind::Concurrent`]: a concurrent map from key to an atomic state updated by
 //!   compare-and-swap (ETS). No actor, no mailbox, no lock held across an `.await`.
+//! - [`BackendKind::Redis`]: the state in Redis, updated by one atomic Lua transcription of
+//!   the core's GCRA, so several gateway replicas share one limit per key.
 //!
 //! # Layout
 //!
@@ -22,6 +24,7 @@
 //! - `table`: the single-owner key table the actors use.
 //! - `state_key`: how `(policy, key)` becomes one table key without allocating.
 //! - [`SimulatedWork`]: optional per-check work, run inside whatever owns the state.
+//! - `redis_backend`: [`RedisBackend`] and its script (`gcra.lua`), over `deadpool-redis`.
 //! - `pool`: [`PooledBackend`], the deadpool-managed check workers in front of a backend.
 //! - [`Faults`]: injected faults (poison a key, slow checks), tripped inside the state owner.
 //! - `status`: [`BackendStatus`], [`KillTarget`], and the [`BackendObserver`] of supervision
@@ -29,7 +32,8 @@
 //!
 //! # Invariants
 //!
-//! - Memory is bounded: no backend ever holds more than `max_keys` keys. When the table is full
+//! - Memory is bounded: no in-process backend ever holds more than `max_keys` keys (Redis
+//!   keys expire by `PX` when their state would be empty, so Redis holds live keys only). When the table is full
 //!   and nothing in it has expired, a new key is *refused* ([`CheckError::TableFull`], counted
 //!   as a drop) rather than evicting a live key: evicting would hand the evicted client a fresh
 //!   burst, and an attacker spraying keys could reset anyone's limit that way. Expired keys
@@ -44,6 +48,7 @@ mod config;
 mod error;
 mod faults;
 mod pool;
+mod redis_backend;
 mod state_key;
 mod status;
 mod table;
@@ -62,6 +67,9 @@ pub use config::{BackendConfig, BackendKind, BuildError};
 pub use error::CheckError;
 pub use faults::Faults;
 pub use pool::{PoolConfig, PooledBackend};
+pub use redis_backend::{
+    RedisBackend, RedisClock, RedisConfig, validate_policy as validate_redis_policy,
+};
 pub use state_key::MAX_KEY_LEN;
 pub use status::{
     BackendObserver, BackendState, BackendStatus, ChildStatus, IgnoreEvents, KillError, KillTarget,
@@ -175,6 +183,7 @@ pub fn build(
         BackendKind::Actor => Arc::new(ActorBackend::start(config, 1, context)),
         BackendKind::Sharded => Arc::new(ActorBackend::start(config, config.shards, context)),
         BackendKind::Concurrent => Arc::new(ConcurrentBackend::start(config, context)),
+        BackendKind::Redis => Arc::new(RedisBackend::start(&config.redis, context)?),
     };
     match config.pool {
         None => Ok(backend),

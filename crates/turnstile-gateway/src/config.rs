@@ -16,8 +16,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use turnstile_backend::{
-    BackendConfig, BackendKind, FullPolicy, MailboxConfig, PoolConfig, RestartType, SimulatedWork,
-    Strategy, SupervisorConfig,
+    BackendConfig, BackendKind, FullPolicy, MailboxConfig, PoolConfig, RedisClock, RedisConfig,
+    RestartType, SimulatedWork, Strategy, SupervisorConfig,
 };
 
 /// Everything the gateway is configured with. See the README's configuration reference.
@@ -80,6 +80,29 @@ pub struct Config {
     pub forward_auth: ForwardAuth,
     /// Named policies.
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// The Redis the `redis` backend keeps its state in (`TURNSTILE_REDIS_URL`).
+    pub redis_url: String,
+    /// The `redis` backend's pool, timeouts and key prefix.
+    pub redis: RedisSettings,
+}
+
+/// The `redis` backend's settings other than its URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Prepended to every Redis key Turnstile writes.
+    pub key_prefix: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Longest wait to open a connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for a free pooled connection (then a `timeout` drop).
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// Longest wait for one check's answer (then a `timeout` drop).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
 }
 
 /// What a caller does when an actor's mailbox is full.
@@ -189,6 +212,7 @@ pub enum FailureMode {
 impl Default for Config {
     fn default() -> Self {
         let backend = BackendConfig::default();
+        let redis = &backend.redis;
         let policy = |limit, period, burst| PolicyConfig {
             limit,
             period,
@@ -238,6 +262,14 @@ impl Default for Config {
                 ("default".into(), policy(100, Duration::from_secs(1), 50)),
                 ("login".into(), policy(5, Duration::from_secs(60), 5)),
             ]),
+            redis_url: redis.url.clone(),
+            redis: RedisSettings {
+                key_prefix: redis.key_prefix.clone(),
+                pool_size: redis.pool_size,
+                connect_timeout: redis.connect_timeout,
+                wait_timeout: redis.wait_timeout,
+                command_timeout: redis.command_timeout,
+            },
         }
     }
 }
@@ -302,7 +334,11 @@ impl Config {
             return Err(invalid("policies", "at most 65535 policies"));
         }
         for (name, policy) in &self.policies {
-            self.policy(name, policy, 0)?;
+            let built = self.policy(name, policy, 0)?;
+            if self.backend == BackendKind::Redis {
+                turnstile_backend::validate_redis_policy(&built)
+                    .map_err(|error| invalid(format!("policies.{name}"), error.to_string()))?;
+            }
         }
         let known = || self.policies.keys().cloned().collect::<Vec<_>>().join(", ");
         for (field, name) in [
@@ -437,6 +473,17 @@ impl Config {
                 size: self.pool_size,
                 wait_timeout: self.pool_wait_timeout,
             }),
+            redis: RedisConfig {
+                url: self.redis_url.clone(),
+                key_prefix: self.redis.key_prefix.clone(),
+                pool_size: self.redis.pool_size,
+                connect_timeout: self.redis.connect_timeout,
+                wait_timeout: self.redis.wait_timeout,
+                command_timeout: self.redis.command_timeout,
+                clock: RedisClock::Server,
+                // The same order `PolicySet` numbers them in.
+                policy_names: self.policies.keys().cloned().collect(),
+            },
         }
     }
 }
@@ -459,6 +506,7 @@ impl ValidateForGateway for BackendConfig {
                 BuildError::ZeroPool => "pool_size",
                 BuildError::ZeroRestarts => "supervision.max_restarts",
                 BuildError::Pool(_) => "pool_size",
+                BuildError::Redis { field, .. } => field,
             };
             (field, error.to_string())
         })

@@ -191,6 +191,11 @@ impl AppState {
             kind,
             ..self.backend_config.clone()
         };
+        if kind == BackendKind::Redis {
+            for named in self.policies.iter() {
+                turnstile_backend::validate_redis_policy(&named.policy)?;
+            }
+        }
         let replacement = turnstile_backend::build(&config, &self.context)?;
         let previous = self.backend.swap(Arc::new(replacement));
         self.metrics.set_active(kind);

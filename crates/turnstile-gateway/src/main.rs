@@ -8,7 +8,7 @@ use clap::Parser;
 use serde::Serialize;
 use turnstile_gateway::{Application, Config, shutdown_signal};
 
-/// Turnstile: an HTTP rate limiter with switchable backends (actor, sharded, concurrent).
+/// Turnstile: an HTTP rate limiter with switchable backends (actor, sharded, concurrent, redis).
 ///
 /// Every flag overrides the same setting from the environment (`TURNSTILE_*`) and the config
 /// file; see the README's configuration reference for all settings.
@@ -26,9 +26,14 @@ struct Cli {
     listen: Option<SocketAddr>,
 
     /// Which backend owns the rate-limit state [default: concurrent].
-    #[arg(long, value_parser = ["actor", "sharded", "concurrent"])]
+    #[arg(long, value_parser = ["actor", "sharded", "concurrent", "redis"])]
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<String>,
+
+    /// The Redis the `redis` backend keeps its state in [default: redis://127.0.0.1:6379].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
 
     /// Number of actors for the sharded backend [default: 16].
     #[arg(long)]

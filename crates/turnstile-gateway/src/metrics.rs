@@ -272,7 +272,7 @@ impl Metrics {
             let children = match kind {
                 BackendKind::Actor => 1,
                 BackendKind::Sharded => shards.max(1),
-                BackendKind::Concurrent => 0,
+                BackendKind::Concurrent | BackendKind::Redis => 0,
             };
             for child in 0..children {
                 self.restarts

@@ -56,6 +56,11 @@ impl PolicySet {
         self.by_name.get(name).copied()
     }
 
+    /// Every policy, in id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &NamedPolicy> {
+        self.policies.iter()
+    }
+
     /// The policy at a position from [`PolicySet::index_of`].
     pub(crate) fn at(&self, index: usize) -> &NamedPolicy {
         &self.policies[index]

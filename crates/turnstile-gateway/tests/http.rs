@@ -25,7 +25,7 @@ fn gateway(kind: BackendKind) -> TestGateway {
 
 #[tokio::test]
 async fn check_answers_200_with_the_decision_allowed_or_denied() {
-    for kind in BackendKind::ALL {
+    for kind in BackendKind::IN_PROCESS {
         let gw = gateway(kind);
         let first = gw.check(json!({"key": "alice"})).await;
         assert_eq!(first.status, StatusCode::OK);
@@ -60,7 +60,7 @@ async fn check_answers_200_with_the_decision_allowed_or_denied() {
 
 #[tokio::test]
 async fn the_gateway_route_answers_429_with_rate_limit_headers() {
-    for kind in BackendKind::ALL {
+    for kind in BackendKind::IN_PROCESS {
         let gw = gateway(kind);
         for remaining in (0..5).rev() {
             let ok = gw.send(get("/any/path?x=1")).await;
@@ -453,4 +453,48 @@ async fn health_and_readiness() {
     // Checks on a stopped backend are drops, answered per the failure mode (open by default).
     let check = gw.check(json!({"key": "late"})).await;
     assert_eq!(check.json["dropped"], "unavailable");
+}
+
+/// A gateway on the redis backend pointed at a port nothing listens on: every check is a
+/// `backend_error` drop, answered per the policy's failure mode (no Redis needed).
+fn unreachable_redis(failure_mode: FailureMode) -> TestGateway {
+    let mut config = small_config();
+    config.backend = BackendKind::Redis;
+    // Port 1 on loopback: refused at once.
+    config.redis_url = "redis://127.0.0.1:1".into();
+    if let Some(policy) = config.policies.get_mut("default") {
+        policy.failure_mode = failure_mode;
+    }
+    TestGateway::new(config)
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_counted_backend_error_answered_per_the_failure_mode() {
+    let open = unreachable_redis(FailureMode::Open);
+    let admitted = open.check(json!({"key": "alice"})).await;
+    assert_eq!(admitted.status, StatusCode::OK, "{}", admitted.text);
+    assert_eq!(admitted.json["allowed"], true);
+    assert_eq!(admitted.json["dropped"], "backend_error");
+    assert_eq!(
+        open.state
+            .metrics()
+            .dropped_total(BackendKind::Redis, "backend_error"),
+        1
+    );
+    // Not ready while Redis cannot be reached; alive all the same.
+    assert_eq!(
+        open.send(get("/readyz")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(open.send(get("/healthz")).await.status, StatusCode::OK);
+
+    let closed = unreachable_redis(FailureMode::Closed);
+    closed
+        .check(json!({"key": "alice"}))
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "backend_error");
+    closed
+        .send_from("192.0.2.77:1", get("/"))
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "backend_error");
 }

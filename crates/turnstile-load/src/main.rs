@@ -222,9 +222,10 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                     .map(|name| match name.trim() {
                         "actor" => Ok(BackendKind::Actor),
                         "sharded" => Ok(BackendKind::Sharded),
+                        "redis" => Ok(BackendKind::Redis),
                         "concurrent" => Ok(BackendKind::Concurrent),
                         other => anyhow::bail!(
-                            "unknown backend `{other}`; valid: actor, sharded, concurrent"
+                            "unknown backend `{other}`; valid: actor, sharded, concurrent, redis"
                         ),
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
