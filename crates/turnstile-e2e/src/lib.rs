@@ -169,3 +169,157 @@ pub fn http_client() -> reqwest::Client {
 pub fn parse_json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
 }
+
+/// A `redis-server` on a loopback port, with no persistence, killed when dropped.
+pub struct RedisServer {
+    binary: PathBuf,
+    dir: PathBuf,
+    /// Its port (kept across [`RedisServer::restart`]).
+    pub port: u16,
+    process: Option<Process>,
+}
+
+impl RedisServer {
+    /// Starts one in `dir`; `None` when redis-server is missing and not required.
+    pub async fn start(dir: &Path) -> Option<Self> {
+        let binary = external_tool("redis-server", "redis-server")?;
+        let mut server = Self {
+            binary,
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            process: None,
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it at once (SIGKILL: no shutdown, as a crash or a network cut looks).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it (again) on the same port, empty, and waits until it answers `PING`.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let port = self.port.to_string();
+        let process = Process::start(
+            "redis-server",
+            &self.binary,
+            &[
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir.to_str().expect("a UTF-8 scratch path"),
+            ],
+            self.dir.join(format!("redis-{}.log", self.port)),
+        );
+        self.process = Some(process);
+        let address = (Ipv4Addr::LOCALHOST, self.port);
+        wait_until(
+            "redis-server to answer PING",
+            Duration::from_secs(30),
+            || async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+                stream.write_all(b"PING\r\n").await.ok()?;
+                let mut reply = [0_u8; 7];
+                stream.read_exact(&mut reply).await.ok()?;
+                (&reply == b"+PONG\r\n").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// The `turnstile` binary built next to this test (`cargo test --workspace` builds it).
+pub fn gateway_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/turnstile
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(format!("turnstile{}", std::env::consts::EXE_SUFFIX)))
+        .expect("the test sits in target/<profile>/deps");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --bin turnstile` (cargo test --workspace builds it)",
+        binary.display()
+    );
+    binary
+}
+
+/// A `turnstile` process on a loopback port, configured by a TOML file, killed when dropped.
+pub struct GatewayProcess {
+    /// Where it serves.
+    pub address: std::net::SocketAddr,
+    process: Process,
+}
+
+impl GatewayProcess {
+    /// Starts the gateway with `config_toml` (plus `listen = 127.0.0.1:0`) and waits until it
+    /// logs the address it bound.
+    pub async fn start(dir: &Path, name: &str, config_toml: &str) -> Self {
+        let config_path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config_path,
+            format!("listen = \"127.0.0.1:0\"\n{config_toml}"),
+        )
+        .expect("write the gateway's config");
+        let log = dir.join(format!("{name}.log"));
+        let config_flag = config_path
+            .to_str()
+            .expect("a UTF-8 scratch path")
+            .to_owned();
+        let mut process = Process::start(
+            name,
+            &gateway_binary(),
+            &["--config", &config_flag],
+            log.clone(),
+        );
+        let address = wait_until(
+            "the gateway to log its address",
+            Duration::from_secs(30),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let address = text
+                    .lines()
+                    .find(|line| line.contains("turnstile listening"))
+                    .and_then(|line| line.split("address=").nth(1))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|address| address.parse().ok());
+                async move { address }
+            },
+        )
+        .await;
+        process.assert_running();
+        Self { address, process }
+    }
+
+    /// `http://<address>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Panics, with its log, if it has exited (a panic or a crash).
+    pub fn assert_running(&mut self) {
+        self.process.assert_running();
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}

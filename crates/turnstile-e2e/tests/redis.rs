@@ -1,0 +1,255 @@
+//! The redis backend against a real `redis-server` (Debian's package; `.ci/run` installs it):
+//! three gateway processes sharing one Redis hold one global limit per key, and a Redis that
+//! dies mid-run costs answers per the failure mode, never a hang or a panic, and is recovered
+//! from without restarting Turnstile.
+
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use turnstile_e2e::{
+    GatewayProcess, RedisServer, http_client, parse_json, scratch_dir, wait_until,
+};
+use turnstile_load::engine::{self, RunOptions, Target};
+use turnstile_load::scenario::Scenario;
+
+/// A gateway on the redis backend: `scarce` and `scarce_too` (50 per hour: nothing refills
+/// during a test, so exactly 50 are ever admitted per key and policy) and `closed` (fails
+/// closed).
+fn gateway_config(redis_url: &str) -> String {
+    format!(
+        r#"
+backend = "redis"
+redis_url = "{redis_url}"
+max_concurrent_requests = 0
+
+[redis]
+command_timeout = "300ms"
+wait_timeout = "300ms"
+connect_timeout = "300ms"
+
+[policies.default]
+limit = 1000
+period = "1s"
+
+[policies.scarce]
+limit = 50
+period = "1h"
+
+[policies.scarce_too]
+limit = 50
+period = "1h"
+
+[policies.closed]
+limit = 1000
+period = "1s"
+failure_mode = "closed"
+"#
+    )
+}
+
+async fn targets(gateways: &[GatewayProcess]) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for gateway in gateways {
+        targets.push(Target::parse(&gateway.url()).await.unwrap());
+    }
+    targets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_sharing_one_redis_admit_exactly_the_global_limit() {
+    let dir = scratch_dir();
+    let Some(redis) = RedisServer::start(dir.path()).await else {
+        return;
+    };
+    let config = gateway_config(&redis.url());
+    let mut gateways = Vec::new();
+    for name in ["replica-a", "replica-b", "replica-c"] {
+        gateways.push(GatewayProcess::start(dir.path(), name, &config).await);
+    }
+    let targets = targets(&gateways).await;
+
+    // One hot key, hammered through all three replicas by 48 closed-loop connections.
+    let hot: Scenario = toml::from_str(
+        r#"
+name = "replicas-hot"
+mode = "closed"
+connections = 48
+duration = "2s"
+warmup = "0s"
+timeout = "5s"
+[traffic]
+keys = { distribution = "hot" }
+policies = [{ value = "scarce" }]
+"#,
+    )
+    .unwrap();
+    let result = engine::run_spread(&hot, &targets, &RunOptions::default())
+        .await
+        .unwrap();
+    let outcomes = &result.outcomes;
+    assert!(result.requests > 500, "too little load: {outcomes:?}");
+    assert_eq!(
+        outcomes.allowed, 50,
+        "one key, one global limit: {outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.allowed + outcomes.limited,
+        result.requests,
+        "{outcomes:?}"
+    );
+
+    // Twenty fresh keys: every one saturated, so exactly 20 × 50 admitted in all.
+    let many: Scenario = toml::from_str(
+        r#"
+name = "replicas-many"
+mode = "closed"
+connections = 48
+duration = "3s"
+warmup = "0s"
+timeout = "5s"
+[traffic]
+keys = { distribution = "uniform", count = 20 }
+policies = [{ value = "scarce_too" }]
+"#,
+    )
+    .unwrap();
+    // A second policy, so the hot run's key (which may be one of these) starts fresh too.
+    let result = engine::run_spread(&many, &targets, &RunOptions::default())
+        .await
+        .unwrap();
+    let outcomes = &result.outcomes;
+    assert!(
+        result.requests > 20 * 50 * 3,
+        "too little load: {outcomes:?}"
+    );
+    assert_eq!(outcomes.allowed, 20 * 50, "{outcomes:?}");
+    assert_eq!(
+        outcomes.allowed + outcomes.limited,
+        result.requests,
+        "{outcomes:?}"
+    );
+    for gateway in &mut gateways {
+        gateway.assert_running();
+    }
+}
+
+/// `POST /v1/check`, returning (status, JSON body).
+async fn check(
+    client: &reqwest::Client,
+    gateway: &GatewayProcess,
+    policy: &str,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(format!("{}/v1/check", gateway.url()))
+        .json(&serde_json::json!({ "key": "probe", "policy": policy }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, parse_json(&response.text().await.unwrap()))
+}
+
+async fn ready(client: &reqwest::Client, gateway: &GatewayProcess) -> bool {
+    client
+        .get(format!("{}/readyz", gateway.url()))
+        .send()
+        .await
+        .is_ok_and(|response| response.status().is_success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_answered_per_the_failure_mode_and_recovered_without_a_restart() {
+    let dir = scratch_dir();
+    let Some(mut redis) = RedisServer::start(dir.path()).await else {
+        return;
+    };
+    let mut gateway =
+        GatewayProcess::start(dir.path(), "outage", &gateway_config(&redis.url())).await;
+    let client = http_client();
+    wait_until(
+        "the gateway to reach Redis",
+        Duration::from_secs(30),
+        || async { ready(&client, &gateway).await.then_some(()) },
+    )
+    .await;
+    let (status, body) = check(&client, &gateway, "default").await;
+    assert_eq!((status, &body["allowed"]), (200, &serde_json::json!(true)));
+    assert!(body.get("dropped").is_none(), "{body}");
+
+    // Load on an open and a closed policy while Redis dies, then comes back empty.
+    let scenario: Scenario = toml::from_str(
+        r#"
+name = "outage"
+mode = "open"
+rate = 200
+connections = 16
+duration = "6s"
+warmup = "0s"
+timeout = "3s"
+[traffic]
+keys = { distribution = "uniform", count = 100 }
+policies = [{ value = "default" }, { value = "closed" }]
+"#,
+    )
+    .unwrap();
+    let target = Target::parse(&gateway.url()).await.unwrap();
+    let load = tokio::spawn(async move {
+        engine::run(&scenario, &target, &RunOptions::default())
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.stop();
+    wait_until(
+        "/readyz to report Redis down",
+        Duration::from_secs(10),
+        || async { (!ready(&client, &gateway).await).then_some(()) },
+    )
+    .await;
+    // While Redis is down: the open policy admits and says why, the closed one refuses.
+    let (status, body) = check(&client, &gateway, "default").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dropped"], "backend_error", "{body}");
+    let (status, body) = check(&client, &gateway, "closed").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"] == "backend_error" || body["error"] == "timeout",
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart().await;
+    let result = load.await.unwrap();
+
+    // Every request got an answer within its timeout: decided, or dropped with a reason.
+    let outcomes = &result.outcomes;
+    assert_eq!(outcomes.timeouts, 0, "{outcomes:?}");
+    assert_eq!(outcomes.connection_errors, 0, "{outcomes:?}");
+    assert!(outcomes.errors.is_empty(), "{outcomes:?}");
+    assert!(outcomes.allowed > 0, "{outcomes:?}");
+    assert!(
+        outcomes.dropped.get("backend_error").copied().unwrap_or(0) > 0,
+        "{outcomes:?}"
+    );
+    let counted: u64 = outcomes.allowed + outcomes.limited + outcomes.dropped.values().sum::<u64>();
+    assert_eq!(counted, result.requests, "{outcomes:?}");
+
+    // Back without a restart: ready again, and decisions (not drops) again. The fresh Redis
+    // has no scripts loaded, so this also exercises the NOSCRIPT reload.
+    wait_until(
+        "checks to succeed again",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = check(&client, &gateway, "closed").await;
+            (status == 200 && body.get("dropped").is_none()).then_some(())
+        },
+    )
+    .await;
+    wait_until("/readyz to recover", Duration::from_secs(15), || async {
+        ready(&client, &gateway).await.then_some(())
+    })
+    .await;
+    gateway.assert_running();
+    assert!(!gateway.log().contains("panicked"), "{}", gateway.log());
+}
