@@ -304,14 +304,18 @@ impl Config {
     /// Loads the layered configuration: defaults, then `file` (if given), then `TURNSTILE_*`
     /// environment variables, then `overrides` (the command line), and validates it.
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // Built-in policies are not merged field by field with the user's: a user who writes
+        // `[policies.default] limit = 3` means a policy of 3 (burst 3), not the built-in one's
+        // burst of 50 with a new limit. So the layers are extracted without built-in policies,
+        // and the built-in ones the user did not mention are added back whole.
+        let mut figment = Figment::from(Serialized::defaults(Config::base_layer()));
         if let Some(file) = file {
             if !file.is_file() {
                 return Err(ConfigError::MissingFile(file.to_owned()));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(
                 Env::prefixed("TURNSTILE_")
                     .split("__")
@@ -321,8 +325,25 @@ impl Config {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
+        config.add_unmentioned_built_in_policies();
         config.validate()?;
         Ok(config)
+    }
+
+    /// The bottom layer for figment: the defaults without the built-in policies (see
+    /// [`Config::load`]); finish with [`Config::add_unmentioned_built_in_policies`].
+    pub fn base_layer() -> Self {
+        Self {
+            policies: BTreeMap::new(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds each built-in policy the layers above [`Config::base_layer`] did not define.
+    pub fn add_unmentioned_built_in_policies(&mut self) {
+        for (name, policy) in Self::default().policies {
+            self.policies.entry(name).or_insert(policy);
+        }
     }
 
     /// Checks what types alone cannot.

@@ -112,6 +112,18 @@ fn file_then_environment_then_flags_each_override_the_previous() {
         let config = Config::load(file, &flags).expect("flags load");
         assert_eq!(config.backend, BackendKind::Concurrent);
         assert_eq!(config.shards, 32);
+
+        // A user's policy of a built-in name replaces the built-in whole: its burst is its
+        // own limit, not the built-in's 50.
+        jail.set_env("TURNSTILE_POLICIES__DEFAULT__LIMIT", "3");
+        jail.set_env("TURNSTILE_POLICIES__DEFAULT__PERIOD", "1m");
+        let config = Config::load(file, &no_flags()).expect("env loads");
+        let default = &config.policies["default"];
+        assert_eq!((default.limit, default.burst), (3, None));
+        assert_eq!(
+            config.policies["login"].limit, 5,
+            "untouched built-ins remain"
+        );
         Ok(())
     });
 }

@@ -126,7 +126,7 @@ fn gateway_config(
         trusted_proxies: [&'static str; 2],
         max_concurrent_requests: usize,
     }
-    let config: Config = Figment::from(Serialized::defaults(Config::default()))
+    let mut config: Config = Figment::from(Serialized::defaults(Config::base_layer()))
         .merge(Toml::string(&settings.to_string()))
         .merge(Toml::string(&extra.to_string()))
         .merge(Serialized::defaults(Harness {
@@ -138,6 +138,7 @@ fn gateway_config(
         }))
         .extract()
         .context("the scenario's [gateway] settings are not a valid turnstile configuration")?;
+    config.add_unmentioned_built_in_policies();
     config.validate()?;
     Ok(config)
 }

@@ -1,0 +1,123 @@
+//! The shipped nginx configuration (`deploy/nginx/turnstile.conf`) against a real nginx
+//! (Debian's package; `.ci/run` installs it): nginx asks a real Turnstile about every request
+//! through `auth_request`, passes the allowed ones to an application, turns Turnstile's 403
+//! into a 429 with its Retry-After, and answers 503 when Turnstile cannot be reached.
+
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use turnstile_e2e::{
+    GatewayProcess, Process, external_tool, free_port, http_client, scratch_dir, wait_until,
+    workspace_root,
+};
+
+/// Turnstile as the shipped file says to configure it, with a policy small enough to exhaust.
+const TURNSTILE_CONFIG: &str = r#"
+trusted_proxies = ["127.0.0.1/32"]
+
+[forward_auth]
+deny_status = 403
+
+[policies.default]
+limit = 3
+period = "1m"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_admits_limits_with_429_and_fails_closed_when_turnstile_is_down() {
+    let Some(nginx) = external_tool("nginx", "nginx") else {
+        return;
+    };
+    let dir = scratch_dir();
+
+    // The application behind nginx.
+    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_address = app_listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { "hello from the application" });
+    tokio::spawn(async move { axum::serve(app_listener, app).await });
+
+    let mut turnstile = GatewayProcess::start(dir.path(), "turnstile", TURNSTILE_CONFIG).await;
+
+    // The shipped file, with its three addresses pointed at this test's ports.
+    let shipped =
+        std::fs::read_to_string(workspace_root().join("deploy/nginx/turnstile.conf")).unwrap();
+    let nginx_port = free_port();
+    for needle in ["127.0.0.1:8080", "127.0.0.1:3000", "listen 127.0.0.1:8000;"] {
+        assert!(
+            shipped.contains(needle),
+            "the shipped file no longer has `{needle}`"
+        );
+    }
+    let site = shipped
+        .replace("127.0.0.1:8080", &turnstile.address.to_string())
+        .replace("127.0.0.1:3000", &app_address.to_string())
+        .replace(
+            "listen 127.0.0.1:8000;",
+            &format!("listen 127.0.0.1:{nginx_port};"),
+        );
+    std::fs::write(dir.path().join("turnstile.conf"), site).unwrap();
+    let root = dir.path().display();
+    let main_config = format!(
+        "daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log warn;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n  \
+         fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n  \
+         include {root}/turnstile.conf;\n}}\n"
+    );
+    let config_path = dir.path().join("nginx.conf");
+    std::fs::write(&config_path, main_config).unwrap();
+    let prefix = format!("{root}/");
+    let mut server = Process::start(
+        "nginx",
+        &nginx,
+        &[
+            "-p",
+            &prefix,
+            "-e",
+            &format!("{root}/error.log"),
+            "-c",
+            config_path.to_str().unwrap(),
+        ],
+        dir.path().join("nginx.out"),
+    );
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{nginx_port}/some/page");
+    wait_until("nginx to answer", Duration::from_secs(30), || async {
+        client.get(&url).send().await.ok().map(|_| ())
+    })
+    .await;
+    server.assert_running();
+
+    // That first request was the first of three the policy allows; two more pass through.
+    for _ in 0..2 {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("ratelimit"));
+        assert_eq!(response.text().await.unwrap(), "hello from the application");
+    }
+    let limited = client.get(&url).send().await.unwrap();
+    assert_eq!(limited.status(), 429, "Turnstile's 403 becomes a 429");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(limited.text().await.unwrap().contains("rate_limited"));
+
+    // No limiter, no pass: nginx refuses rather than letting traffic through unchecked.
+    turnstile.assert_running();
+    drop(turnstile);
+    let unavailable = client.get(&url).send().await.unwrap();
+    assert_eq!(unavailable.status(), 503);
+    assert!(
+        unavailable
+            .text()
+            .await
+            .unwrap()
+            .contains("limiter_unavailable")
+    );
+    server.assert_running();
+}
