@@ -1,5 +1,5 @@
-//! End-to-end tests against the real tools our users run beside Turnstile, and the helpers
-//! that find and start those tools.
+//! End-to-end tests against the real tools our users run beside Turnstile (Prometheus, Redis,
+//! nginx, the `turnstile` binary itself), and the helpers that find and start them.
 //!
 //! # Layout
 //!
@@ -10,6 +10,11 @@
 //! - `tests/prometheus.rs`: every dashboard query evaluated by a real Prometheus scraping a
 //!   gateway under load with injected faults; `promtool` on the shipped configuration.
 //! - `tests/dashboards.rs`: the dashboards' structure and the metrics they name (no tools).
+//! - `tests/redis.rs`: three gateway processes on one Redis hold one global limit; a Redis
+//!   killed and restarted under load ([`RedisServer`], [`GatewayProcess`]).
+//! - `tests/nginx.rs`: the shipped `auth_request` configuration in a real nginx.
+//! - `tests/deploy.rs`: compose, Prometheus, Grafana, Dockerfile and Kubernetes files agree
+//!   with the code and each other (no tools).
 //!
 //! # Invariants
 //!

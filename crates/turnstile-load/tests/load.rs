@@ -294,7 +294,14 @@ fn every_shipped_scenario_loads() {
     assert_eq!(
         loaded,
         [
-            "burst", "compare", "faults", "hotkey", "max-rate", "ramp", "steady"
+            "burst",
+            "compare",
+            "faults",
+            "hotkey",
+            "max-rate",
+            "ramp",
+            "redis-check",
+            "steady"
         ]
     );
 }

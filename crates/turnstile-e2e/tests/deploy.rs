@@ -1,0 +1,428 @@
+//! The deployment files agree with each other and with the code, checked without Docker or
+//! Kubernetes (neither runs here): docker-compose.yml's structure, paths, ports and
+//! dependencies; every gateway's `TURNSTILE_*` environment is a configuration the gateway
+//! accepts; Prometheus scrapes exactly the compose gateways; Grafana's mounts match its
+//! provisioning; the Dockerfile builds binaries that exist and probes with a flag the binary
+//! has; every Kubernetes ConfigMap holds a valid configuration its pods mount where they read.
+
+// Test code: a panic is how a failure is reported. figment's `Jail` closures return its
+// (large) error type; that is its API, not ours.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+use turnstile_e2e::{gateway_binary, workspace_root};
+use turnstile_gateway::Config;
+
+fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
+    let mut value: Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|error| panic!("{path}: {error}"));
+    value.apply_merge().unwrap();
+    value
+}
+
+fn services() -> serde_yaml::Mapping {
+    yaml("docker-compose.yml")["services"]
+        .as_mapping()
+        .expect("docker-compose.yml has services")
+        .clone()
+}
+
+fn name(key: &Value) -> String {
+    key.as_str().unwrap().to_owned()
+}
+
+/// `${VAR:-default}` → `default`, as compose substitutes with VAR unset.
+fn substitute_defaults(value: &str) -> String {
+    let mut out = value.to_owned();
+    while let Some(start) = out.find("${") {
+        let end = start + out[start..].find('}').expect("closed ${…}");
+        let inner = &out[start + 2..end];
+        let default = inner
+            .split_once(":-")
+            .map_or("", |(_, default)| default)
+            .to_owned();
+        out.replace_range(start..=end, &default);
+    }
+    out
+}
+
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            let value = match value {
+                Value::String(text) => substitute_defaults(text),
+                other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
+            };
+            (name(key), value)
+        })
+        .collect()
+}
+
+/// The configuration a gateway gets from `file` and `env` (and nothing else), as the binary
+/// loads it.
+fn load_config(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config, String> {
+    let mut outcome = Err("jail did not run".to_owned());
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (key, value) in env {
+            jail.set_env(key, value);
+        }
+        outcome = Config::load(file, &serde_json::Map::new()).map_err(|error| error.to_string());
+        Ok(())
+    });
+    outcome
+}
+
+fn config_from_env(env: &BTreeMap<String, String>) -> Result<Config, String> {
+    load_config(None, env)
+}
+
+fn gateway_services() -> BTreeMap<String, Config> {
+    services()
+        .iter()
+        .filter(|(_, service)| environment(service).contains_key("TURNSTILE_BACKEND"))
+        .map(|(key, service)| {
+            let config = config_from_env(&environment(service))
+                .unwrap_or_else(|error| panic!("{}: {error}", name(key)));
+            (name(key), config)
+        })
+        .collect()
+}
+
+#[test]
+fn every_compose_gateway_gets_a_configuration_the_gateway_accepts() {
+    let gateways = gateway_services();
+    let backends: BTreeSet<String> = gateways
+        .values()
+        .map(|config| config.backend.to_string())
+        .collect();
+    assert_eq!(
+        backends,
+        ["actor", "concurrent", "redis", "sharded"]
+            .map(String::from)
+            .into(),
+        "one gateway per backend"
+    );
+    for (service, config) in &gateways {
+        assert!(
+            config.listen.ip().is_unspecified(),
+            "{service} must listen beyond loopback"
+        );
+        assert!(
+            config.admin_token.is_some(),
+            "{service}: a non-loopback admin needs a token"
+        );
+    }
+}
+
+#[test]
+fn compose_services_reference_existing_paths_services_and_unique_loopback_ports() {
+    let services = services();
+    let names: BTreeSet<String> = services.keys().map(name).collect();
+    let mut host_ports = BTreeSet::new();
+    for (key, service) in &services {
+        let service_name = name(key);
+        assert!(
+            service.get("image").is_some() || service.get("build").is_some(),
+            "{service_name}: neither image nor build"
+        );
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            let port = port.as_str().unwrap();
+            let parts: Vec<&str> = port.split(':').collect();
+            assert_eq!(
+                parts.len(),
+                3,
+                "{service_name}: `{port}` must name the host address"
+            );
+            assert_eq!(
+                parts[0], "127.0.0.1",
+                "{service_name}: `{port}` is not loopback-only"
+            );
+            assert!(
+                host_ports.insert(parts[1].to_owned()),
+                "host port {port} used twice"
+            );
+        }
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let host = volume.as_str().unwrap().split(':').next().unwrap();
+            if host.starts_with("./") {
+                assert!(
+                    workspace_root().join(host).exists(),
+                    "{service_name}: {host} does not exist"
+                );
+            }
+        }
+        let depends = &service["depends_on"];
+        let dependencies: Vec<(String, Option<String>)> = match depends {
+            Value::Sequence(list) => list.iter().map(|d| (name(d), None)).collect(),
+            Value::Mapping(map) => map
+                .iter()
+                .map(|(d, how)| (name(d), how["condition"].as_str().map(str::to_owned)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (dependency, condition) in dependencies {
+            assert!(
+                names.contains(&dependency),
+                "{service_name} depends on unknown {dependency}"
+            );
+            if condition.as_deref() == Some("service_healthy") {
+                let target = &services[dependency.as_str()];
+                let has_check = target.get("healthcheck").is_some()
+                    || target["image"].as_str() == Some("turnstile:local");
+                assert!(has_check, "{dependency} has no healthcheck to wait for");
+            }
+        }
+    }
+}
+
+#[test]
+fn prometheus_scrapes_exactly_the_compose_gateways_on_their_ports() {
+    let gateways = gateway_services();
+    let expected: BTreeSet<String> = gateways
+        .iter()
+        .map(|(service, config)| format!("{service}:{}", config.listen.port()))
+        .collect();
+    let prometheus = yaml("deploy/prometheus/prometheus.yml");
+    let job = prometheus["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|job| job["job_name"] == "turnstile")
+        .expect("a turnstile job");
+    let targets: BTreeSet<String> = job["static_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["targets"].as_sequence().unwrap().iter().map(name))
+        .collect();
+    assert_eq!(targets, expected);
+    for rule_file in prometheus["rule_files"].as_sequence().unwrap() {
+        let path = workspace_root()
+            .join("deploy/prometheus")
+            .join(rule_file.as_str().unwrap());
+        assert!(path.is_file(), "{}", path.display());
+    }
+    let service = &services()["prometheus"];
+    let mounts: Vec<&str> = service["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        mounts.contains(&"./deploy/prometheus:/etc/prometheus:ro"),
+        "{mounts:?}"
+    );
+}
+
+#[test]
+fn grafana_mounts_match_its_provisioning_and_the_home_dashboard_exists() {
+    let services = services();
+    let grafana = &services["grafana"];
+    let mounts: BTreeMap<String, String> = grafana["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
+            (parts[1].to_owned(), parts[0].to_owned())
+        })
+        .collect();
+    assert_eq!(
+        mounts.get("/etc/grafana/provisioning").map(String::as_str),
+        Some("./deploy/grafana/provisioning")
+    );
+    let provider = yaml("deploy/grafana/provisioning/dashboards/turnstile.yml");
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    assert_eq!(mounts.get(path).map(String::as_str), Some("./dashboards"));
+    let datasources = yaml("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let url = datasources["datasources"][0]["url"].as_str().unwrap();
+    assert!(
+        services.contains_key("prometheus") && url.contains("prometheus:9090"),
+        "{url}"
+    );
+    let home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
+    let file = home
+        .strip_prefix(&format!("{path}/"))
+        .expect("home dashboard under the mount");
+    assert!(
+        workspace_root().join("dashboards").join(file).is_file(),
+        "{home}"
+    );
+}
+
+#[test]
+fn the_loadgen_service_targets_the_compose_gateways_and_their_admin_apis() {
+    let gateways = gateway_services();
+    let services = services();
+    let command: Vec<String> = services["loadgen"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(name)
+        .collect();
+    let scenario = command
+        .iter()
+        .find_map(|arg| arg.strip_prefix("--scenario="))
+        .unwrap();
+    assert!(workspace_root().join(scenario).is_file(), "{scenario}");
+    let mut targeted = BTreeSet::new();
+    for spec in command.iter().filter_map(|arg| arg.strip_prefix("--url=")) {
+        let (_, urls) = spec.split_once('=').unwrap();
+        let (public, admin) = urls.split_once(",admin=").unwrap();
+        let host_port = |url: &str| url.trim_start_matches("http://").to_owned();
+        let (service, port) = host_port(public)
+            .split_once(':')
+            .map(|(s, p)| (s.to_owned(), p.to_owned()))
+            .unwrap();
+        let config = &gateways[&service];
+        assert_eq!(port, config.listen.port().to_string(), "{spec}");
+        let admin_port = config
+            .admin_listen
+            .expect("an admin listener")
+            .port()
+            .to_string();
+        assert_eq!(
+            host_port(admin),
+            format!("{service}:{admin_port}"),
+            "{spec}"
+        );
+        targeted.insert(service);
+    }
+    assert_eq!(targeted, gateways.keys().cloned().collect());
+}
+
+#[test]
+fn the_dockerfile_builds_real_binaries_and_probes_with_a_real_flag() {
+    let dockerfile = std::fs::read_to_string(workspace_root().join("Dockerfile")).unwrap();
+    for binary in ["turnstile", "turnstile-load"] {
+        assert!(
+            dockerfile.contains(&format!("--bin {binary}")),
+            "{binary} not built"
+        );
+    }
+    assert!(
+        workspace_root()
+            .join("crates/turnstile-gateway/src/main.rs")
+            .is_file()
+    );
+    assert!(
+        workspace_root()
+            .join("crates/turnstile-load/src/main.rs")
+            .is_file()
+    );
+    let user = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "runs as {user}"
+    );
+    assert!(dockerfile.contains(r#"CMD ["turnstile", "--healthcheck"]"#));
+    let help = std::process::Command::new(gateway_binary())
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--healthcheck"));
+    let listen = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("ENV TURNSTILE_LISTEN="))
+        .expect("the image listens beyond loopback");
+    let config = config_from_env(&BTreeMap::from([(
+        "TURNSTILE_LISTEN".into(),
+        listen.into(),
+    )]))
+    .unwrap();
+    assert!(config.listen.ip().is_unspecified());
+    // What the build copies must survive .dockerignore.
+    let ignored = std::fs::read_to_string(workspace_root().join(".dockerignore")).unwrap();
+    for needed in ["crates", "Cargo.toml", "Cargo.lock", "loadtest"] {
+        assert!(
+            !ignored
+                .lines()
+                .any(|line| line.trim_end_matches('/') == needed),
+            ".dockerignore drops {needed}"
+        );
+    }
+}
+
+#[test]
+fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read() {
+    let dir = workspace_root().join("deploy/kubernetes");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+            .map(|document| Value::deserialize(document).unwrap())
+            .collect();
+        let config_maps: BTreeMap<String, &Value> = documents
+            .iter()
+            .filter(|d| d["kind"] == "ConfigMap")
+            .map(|d| (name(&d["metadata"]["name"]), d))
+            .collect();
+        for deployment in documents.iter().filter(|d| d["kind"] == "Deployment") {
+            let spec = &deployment["spec"]["template"]["spec"];
+            for container in spec["containers"].as_sequence().unwrap() {
+                if container["image"] != "turnstile:local" {
+                    continue;
+                }
+                let args: Vec<String> = container["args"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(name)
+                    .collect();
+                let config_path = Path::new(&args[1]);
+                let mount = container["volumeMounts"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|m| config_path.starts_with(m["mountPath"].as_str().unwrap()))
+                    .expect("the config file's directory is mounted");
+                let volume = spec["volumes"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == mount["name"])
+                    .unwrap();
+                let map_name = name(&volume["configMap"]["name"]);
+                let file = config_path.file_name().unwrap().to_str().unwrap();
+                let toml = config_maps[&map_name]["data"][file].as_str().unwrap();
+                let scratch = turnstile_e2e::scratch_dir();
+                let file_path = scratch.path().join(file);
+                std::fs::write(&file_path, toml).unwrap();
+                let config = load_config(Some(&file_path), &BTreeMap::new())
+                    .unwrap_or_else(|error| panic!("{}: {map_name}: {error}", path.display()));
+                for probe in ["readinessProbe", "livenessProbe"] {
+                    if let Some(http) = container[probe]["httpGet"].as_mapping() {
+                        let probe_path = http[&Value::from("path")].as_str().unwrap();
+                        assert!(
+                            ["/readyz", "/healthz"].contains(&probe_path),
+                            "{probe_path}"
+                        );
+                        assert!(
+                            config.listen.ip().is_unspecified(),
+                            "{}: probes need a reachable listener",
+                            path.display()
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2, "only {checked} turnstile containers checked");
+}
