@@ -28,7 +28,11 @@ USER 10001:10001
 # Inside a container the gateway must listen beyond loopback; everything else keeps its
 # defaults and can be set with TURNSTILE_* variables (see the README's configuration table).
 ENV TURNSTILE_LISTEN=0.0.0.0:8080
-EXPOSE 8080
+# 8080: the API, /metrics, /healthz, /readyz. 8081: the admin API, when TURNSTILE_ADMIN_LISTEN
+# sets it (it requires TURNSTILE_ADMIN_TOKEN beyond loopback).
+EXPOSE 8080 8081
+# Liveness (GET /healthz). Readiness (/readyz: the backend serves; for redis, Redis answers) is
+# `turnstile --readiness-check`, for orchestrators that separate the two.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
     CMD ["turnstile", "--healthcheck"]
 ENTRYPOINT ["turnstile"]

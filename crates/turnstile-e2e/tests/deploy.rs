@@ -301,6 +301,36 @@ fn the_loadgen_service_targets_the_compose_gateways_and_their_admin_apis() {
         targeted.insert(service);
     }
     assert_eq!(targeted, gateways.keys().cloned().collect());
+
+    // The fault run: its target and admin API are one gateway's, which believes the
+    // generator's X-Forwarded-For (the scenario drives the gateway route).
+    let faults: Vec<String> = services["loadgen-faults"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(name)
+        .collect();
+    let flag = |prefix: &str| {
+        faults
+            .iter()
+            .find_map(|arg| arg.strip_prefix(prefix))
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_owned()
+    };
+    assert!(workspace_root().join(flag("--scenario=")).is_file());
+    let (service, port) = flag("--target=")
+        .split_once(':')
+        .map(|(s, p)| (s.to_owned(), p.to_owned()))
+        .unwrap();
+    let config = &gateways[&service];
+    assert_eq!(port, config.listen.port().to_string());
+    let admin_port = config.admin_listen.unwrap().port();
+    assert_eq!(flag("--admin="), format!("{service}:{admin_port}"));
+    assert!(
+        !config.trusted_proxies.is_empty(),
+        "{service} ignores X-Forwarded-For"
+    );
 }
 
 #[test]
@@ -425,4 +455,21 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
         }
     }
     assert!(checked >= 2, "only {checked} turnstile containers checked");
+}
+
+#[test]
+fn docker_compose_yml_conforms_to_the_compose_specification_schema() {
+    // The Compose Specification's JSON schema as docker-compose 1.29.2 ships it (Apache-2.0),
+    // vendored because this machine cannot fetch it; `docker compose config` would do the same
+    // where a Docker engine is available.
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../schemas/compose-spec.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
+    let compose: serde_json::Value =
+        serde_json::to_value(yaml("docker-compose.yml")).expect("YAML maps to JSON");
+    let errors: Vec<String> = validator
+        .iter_errors(&compose)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "docker-compose.yml: {errors:#?}");
 }

@@ -65,12 +65,18 @@ struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_listen: Option<SocketAddr>,
 
-    /// Instead of serving, ask the gateway configured here whether it is ready
-    /// (`GET /readyz` on its listen address) and exit 0 if so: the container HEALTHCHECK, with
-    /// no curl in the image.
-    #[arg(long)]
+    /// Instead of serving, ask the gateway configured here whether it is alive (`GET /healthz`
+    /// on its listen address) and exit 0 if so: the container HEALTHCHECK, with no curl in
+    /// the image.
+    #[arg(long, conflicts_with = "readiness_check")]
     #[serde(skip)]
     healthcheck: bool,
+
+    /// As `--healthcheck`, but asks whether it is ready to decide (`GET /readyz`: its backend
+    /// is serving; for redis, Redis is reachable): an exec readiness probe.
+    #[arg(long)]
+    #[serde(skip)]
+    readiness_check: bool,
 }
 
 fn main() -> ExitCode {
@@ -90,11 +96,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.healthcheck {
-        return match probe_ready(config.listen) {
+    if cli.healthcheck || cli.readiness_check {
+        let path = if cli.healthcheck {
+            "/healthz"
+        } else {
+            "/readyz"
+        };
+        return match probe(config.listen, path) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("turnstile: not ready: {error:#}");
+                eprintln!("turnstile: {path} probe failed: {error:#}");
                 ExitCode::FAILURE
             }
         };
@@ -122,11 +133,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `GET /readyz` over one HTTP/1.0 request. Written by hand because it is the only HTTP client
+/// `GET <path>` over one HTTP/1.0 request; Ok if the answer is a 200. Written by hand because it is the only HTTP client
 /// the binary needs, and a client crate (or curl in the image) for one status line is not
 /// worth its weight.
 #[tokio::main(flavor = "current_thread")]
-async fn probe_ready(listen: SocketAddr) -> anyhow::Result<()> {
+async fn probe(listen: SocketAddr, path: &str) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -142,9 +153,8 @@ async fn probe_ready(listen: SocketAddr) -> anyhow::Result<()> {
     };
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(target).await?;
-        stream
-            .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
         let mut head = [0_u8; 12];
         stream.read_exact(&mut head).await?;
         std::io::Result::Ok(head)
@@ -152,11 +162,11 @@ async fn probe_ready(listen: SocketAddr) -> anyhow::Result<()> {
     let head = tokio::time::timeout(std::time::Duration::from_secs(3), exchange)
         .await
         .context("no answer within 3 s")?
-        .with_context(|| format!("GET http://{target}/readyz"))?;
+        .with_context(|| format!("GET http://{target}{path}"))?;
     // "HTTP/1.1 200"
     anyhow::ensure!(
         head.ends_with(b" 200"),
-        "GET http://{target}/readyz answered {}",
+        "GET http://{target}{path} answered {}",
         String::from_utf8_lossy(&head)
     );
     Ok(())

@@ -238,29 +238,49 @@ async fn the_admin_listener_injects_faults_on_a_running_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_healthcheck_flag_reports_readiness_through_the_exit_status() {
-    let app = spawn_app(Config::default()).await;
-    let probe = |listen: String| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
-            .args(["--healthcheck", "--listen", &listen])
-            .output()
-            .expect("runs")
+async fn the_probe_flags_report_liveness_and_readiness_through_the_exit_status() {
+    // A redis backend whose Redis is unreachable: alive, but not ready.
+    let app = spawn_app(Config {
+        backend: BackendKind::Redis,
+        redis_url: "redis://127.0.0.1:1".into(),
+        ..Config::default()
+    })
+    .await;
+    let probe = |flag: &'static str, listen: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+                .args([flag, "--listen", &listen])
+                .output()
+                .expect("runs")
+        })
     };
     let port = app.address.port();
-    let ready = tokio::task::spawn_blocking(move || probe(format!("127.0.0.1:{port}")));
-    let ready = ready.await.unwrap();
-    assert!(ready.status.success(), "{ready:?}");
+    let alive = probe("--healthcheck", format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    assert!(alive.status.success(), "{alive:?}");
     // A wildcard listen address is probed through loopback, as in a container.
-    let wildcard = tokio::task::spawn_blocking(move || probe(format!("0.0.0.0:{port}")));
-    assert!(wildcard.await.unwrap().status.success());
+    let wildcard = probe("--healthcheck", format!("0.0.0.0:{port}"))
+        .await
+        .unwrap();
+    assert!(wildcard.status.success(), "{wildcard:?}");
+    let not_ready = probe("--readiness-check", format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    assert!(!not_ready.status.success());
+    assert!(
+        String::from_utf8_lossy(&not_ready.stderr).contains(" 503"),
+        "{not_ready:?}"
+    );
     app.stop.send(()).unwrap();
     app.server.await.unwrap().unwrap();
     // Nothing listens there any more.
-    let down = tokio::task::spawn_blocking(move || probe(format!("127.0.0.1:{port}")));
-    let down = down.await.unwrap();
+    let down = probe("--healthcheck", format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     assert!(!down.status.success());
     assert!(
-        String::from_utf8_lossy(&down.stderr).contains("not ready"),
+        String::from_utf8_lossy(&down.stderr).contains("/healthz probe failed"),
         "{down:?}"
     );
 }
