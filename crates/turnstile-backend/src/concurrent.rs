@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use turnstile_core::{Clock, Decision, Policy, is_expired};
 
 use crate::faults::Faults;
-use crate::state_key::StateKey;
+use crate::state_key::{DigestHasher, KeyDigester, StateKey};
 use crate::status::{BackendState, BackendStatus, KillError, KillTarget};
 use crate::table::{EvictionReporter, SweepSchedule};
 use crate::work::WorkKind;
@@ -21,7 +21,9 @@ use crate::{
 
 /// Per-key atomic states in a concurrent map.
 pub(crate) struct ConcurrentTable {
-    states: DashMap<Box<[u8]>, AtomicU64, ahash::RandomState>,
+    /// Keyed by the composite key's digest (see [`KeyDigester`]).
+    states: DashMap<u64, AtomicU64, DigestHasher>,
+    digester: KeyDigester,
     /// Keys held plus slots reserved by inserts in progress. Reserving before inserting is what
     /// makes `max_keys` exact under concurrency (the map's own `len` sums its shards under
     /// their locks and could be overtaken between the check and the insert).
@@ -44,6 +46,7 @@ impl ConcurrentTable {
     ) -> Self {
         Self {
             states: DashMap::default(),
+            digester: KeyDigester::new(),
             len: AtomicUsize::new(0),
             max_keys,
             schedule: Mutex::new(SweepSchedule::new(sweep_interval)),
@@ -66,7 +69,8 @@ impl ConcurrentTable {
         cost: u32,
         clock: &dyn Clock,
     ) -> Result<Decision, CheckError> {
-        if let Some(cell) = self.states.get(key) {
+        let key = self.digester.digest(key);
+        if let Some(cell) = self.states.get(&key) {
             return update(cell.value(), policy, cost, clock.now_ns());
         }
         // Absent. Settle errors and peeks before reserving room: neither inserts anything.
@@ -75,7 +79,7 @@ impl ConcurrentTable {
             return Ok(verdict.decision);
         }
         self.reserve_slot(clock.now_ns())?;
-        match self.states.entry(key.into()) {
+        match self.states.entry(key) {
             Entry::Occupied(entry) => {
                 // Another caller inserted the key meanwhile: give the slot back and update.
                 self.len.fetch_sub(1, Ordering::AcqRel);

@@ -3,7 +3,8 @@
 //! Tables store a single byte string per entry: the policy id (2 bytes, big-endian) followed by
 //! the key's bytes. One table, one `max_keys`, one sweep serve every policy, and a key checked
 //! under two policies has two independent states. Lookups build the composite key in a stack
-//! buffer, so the hot path allocates only when a new key is inserted.
+//! buffer, and the in-process tables store only its 64-bit digest ([`KeyDigester`]), so the
+//! concurrent backend's hot path never allocates, not even for a new key.
 
 use arrayvec::ArrayVec;
 
@@ -43,3 +44,29 @@ impl StateKey {
         &self.bytes
     }
 }
+
+/// What a key table stores in place of a composite key: its 64-bit digest under a seed drawn
+/// at random for each table.
+///
+/// Why not the key itself: an entry is then 16 bytes (digest and state) with no heap
+/// allocation, instead of a fat pointer to a separately allocated key: a third of the memory
+/// per tracked key, and no allocation when a new key arrives. The cost is that two distinct
+/// keys whose digests collide share one limit. With 64-bit digests that takes about 2^32 keys
+/// to become likely (at 1M keys the chance of any collision is about 3 in 100 million), and
+/// since the seed is random per table and never leaves the process, a client cannot craft
+/// keys that collide with someone else's.
+pub(crate) struct KeyDigester(ahash::RandomState);
+
+impl KeyDigester {
+    pub(crate) fn new() -> Self {
+        Self(ahash::RandomState::new())
+    }
+
+    pub(crate) fn digest(&self, state_key: &[u8]) -> u64 {
+        self.0.hash_one(state_key)
+    }
+}
+
+/// Tables keyed by [`KeyDigester`] digests, which are already uniformly distributed: hashing
+/// them again would only cost time.
+pub(crate) type DigestHasher = nohash_hasher::BuildNoHashHasher<u64>;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use turnstile_core::{Decision, Policy, State, is_expired};
 
+use crate::state_key::{DigestHasher, KeyDigester};
 use crate::{BackendKind, BackendObserver, CheckError};
 
 /// Where a table reports the keys its sweeps remove (the `keys evicted` counter).
@@ -65,7 +66,9 @@ impl SweepSchedule {
 
 /// Per-key states owned by one actor.
 pub(crate) struct KeyTable {
-    states: HashMap<Box<[u8]>, State, ahash::RandomState>,
+    /// Keyed by the composite key's digest (see [`KeyDigester`]).
+    states: HashMap<u64, State, DigestHasher>,
+    digester: KeyDigester,
     max_keys: usize,
     /// No key in the table expires before this (see [`SweepSchedule`]).
     earliest_expiry_ns: u64,
@@ -81,6 +84,7 @@ impl KeyTable {
     ) -> Self {
         Self {
             states: HashMap::default(),
+            digester: KeyDigester::new(),
             max_keys,
             earliest_expiry_ns: u64::MAX,
             schedule: SweepSchedule::new(sweep_interval),
@@ -100,7 +104,8 @@ impl KeyTable {
         cost: u32,
         now_ns: u64,
     ) -> Result<Decision, CheckError> {
-        if let Some(state) = self.states.get_mut(key) {
+        let key = self.digester.digest(key);
+        if let Some(state) = self.states.get_mut(&key) {
             let verdict = policy.check(*state, now_ns, cost)?;
             if let Some(new_state) = verdict.new_state {
                 *state = new_state;
@@ -122,7 +127,7 @@ impl KeyTable {
                     });
                 }
             }
-            self.states.insert(key.into(), new_state);
+            self.states.insert(key, new_state);
             self.earliest_expiry_ns = self.earliest_expiry_ns.min(new_state);
         }
         Ok(verdict.decision)
