@@ -16,6 +16,7 @@
 # 2. Scaling: loadtest/scaling.toml's sweep (actor, sharded 1-64 shards; no work, CPU, sleep).
 # 3. In-process: criterion (each backend vs governor) and heap bytes per key at 1M keys.
 #
+# Environment: ROUNDS (default 3), TARGETS (a subset), EXTRAS=0 (HTTP part only).
 # Needs nginx (Debian package; installed here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,8 +60,11 @@ for policy in allowed denied; do
   p=$(port); url[$policy/tower_governor]="http://127.0.0.1:$p"
   start "$policy-governor" "$bin/peer-governor" --listen "127.0.0.1:$p" --limit $limit --period 1s --burst $burst
   p=$(port); url[$policy/nginx]="http://127.0.0.1:$p"
-  mkdir -p "$scratch/nginx-$policy"
-  sed -e "s/@PORT@/$p/" -e "s/@RATE@/$limit/" -e "s/@BURST@/$burst/" loadtest/peers/nginx-limit-req.conf \
+  mkdir -p "$scratch/nginx-$policy/html"
+  echo ok >"$scratch/nginx-$policy/html/ok.txt"
+  # nginx's workers drop root privileges (to nobody): they must be able to read the page.
+  chmod -R a+rX "$scratch"
+  sed -e "s/@PORT@/$p/" -e "s/@RATE@/$limit/" -e "s/@BURST@/$((burst - 1))/" -e "s/ burst=0 / /" loadtest/peers/nginx-limit-req.conf \
     >"$scratch/nginx-$policy/nginx.conf"
   start "$policy-nginx" "$nginx_bin" -p "$scratch/nginx-$policy/" -c "$scratch/nginx-$policy/nginx.conf" -e stderr
 done
@@ -99,7 +103,8 @@ print(json.dumps({"round": int(sys.argv[2]), "policy": sys.argv[3], "keys": sys.
   "allowed": o["allowed"], "limited": o["limited"], "other": r["requests"] - o["allowed"] - o["limited"]}))
 PY
 }
-targets=(actor sharded concurrent tower_governor nginx)
+# TARGETS="concurrent nginx" measures a subset; EXTRAS=0 skips parts 2 and 3.
+read -r -a targets <<<"${TARGETS:-actor sharded concurrent tower_governor nginx}"
 for round in $(seq 1 "$rounds"); do
   echo "== round $round" >&2
   measure "$round" none many baseline closed "${url[baseline]}"
@@ -117,11 +122,13 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 python3 loadtest/peers_table.py "$results" | tee "$out/peers.md"
+[[ ${EXTRAS:-1} == 0 ]] && exit 0
 
 echo
 echo "## Scaling: single actor vs sharded as work per check grows" | tee "$out/scaling.md"
 "$bin/turnstile-load" compare --scenario loadtest/scaling.toml --backends actor,sharded --quiet \
-  --out "$out/scaling-report" 2>/dev/null | sed -n '/[Ss]weep/,$p' | tee -a "$out/scaling.md"
+  --out "$out/scaling-report" >/dev/null 2>&1
+sed -n '/^## Throughput/,/^$/p' "$out/scaling-report/report.md" | tee -a "$out/scaling.md"
 
 echo
 echo "## In-process: heap bytes per key at 1,000,000 IPv4 keys" | tee "$out/memory.md"

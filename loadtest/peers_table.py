@@ -49,7 +49,8 @@ print(f"Open-loop rate for the latency columns: 70% of each round's baseline max
 print()
 print("| policy | keys | target | throughput / baseline | p50 / baseline | p99 / baseline | admitted | not decided |")
 print("|---|---|---|---|---|---|---|---|")
-targets = ["actor", "sharded", "concurrent", "tower_governor", "nginx"]
+targets = [t for t in ["actor", "sharded", "concurrent", "tower_governor", "nginx"]
+           if any(r["target"] == t for r in rows)]
 for policy in ["allowed", "denied"]:
     for keys in ["many", "hot"]:
         for target in targets:

@@ -301,6 +301,7 @@ fn every_shipped_scenario_loads() {
             "max-rate",
             "ramp",
             "redis-check",
+            "scaling",
             "steady"
         ]
     );
