@@ -227,8 +227,8 @@ impl Backend for ActorBackend {
                         Err(KillError::NotRunning(index))
                     }
                 }
-                KillTarget::Child(index) => Err(KillError::NoSuchChild(index)),
-                KillTarget::PoolWorker => Err(KillError::NoPool),
+                // No such shard, or a pool worker (the pool, if any, wraps this backend).
+                absent => Err(absent.absent()),
             }
         })
     }

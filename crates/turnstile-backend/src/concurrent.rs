@@ -317,11 +317,7 @@ impl Backend for ConcurrentBackend {
     }
 
     fn kill(&self, target: KillTarget) -> BoxFuture<'_, Result<(), KillError>> {
-        let error = match target {
-            KillTarget::Child(index) => KillError::NoSuchChild(index),
-            KillTarget::PoolWorker => KillError::NoPool,
-        };
-        Box::pin(std::future::ready(Err(error)))
+        Box::pin(std::future::ready(Err(target.absent())))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -81,6 +81,17 @@ pub enum KillTarget {
     PoolWorker,
 }
 
+impl KillTarget {
+    /// Why `self` cannot be killed when the backend has no such actor and no check pool of its
+    /// own (a configured pool wraps the backend and answers `PoolWorker` itself).
+    pub(crate) fn absent(self) -> KillError {
+        match self {
+            Self::Child(index) => KillError::NoSuchChild(index),
+            Self::PoolWorker => KillError::NoPool,
+        }
+    }
+}
+
 /// Why a kill could not be carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KillError {

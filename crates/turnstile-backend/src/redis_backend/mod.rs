@@ -212,12 +212,10 @@ impl RedisBackend {
         policy: &Policy,
         cost: u32,
     ) -> Result<Decision, CheckError> {
-        let emission_ns = duration_ns(policy.emission_interval());
-        let tolerance_ns = emission_ns.saturating_mul(u64::from(policy.burst()));
-        if tolerance_ns >= MAX_TOLERANCE_NS {
+        let Some((emission_ns, tolerance_ns)) = script_timing(policy) else {
             // Refused at start-up by `validate_policy`; kept as a definite answer.
             return Err(CheckError::BackendError);
-        }
+        };
         let (now, expiry_slack_ms) = match self.clock_mode {
             RedisClock::Server => (String::new(), 0),
             RedisClock::Injected => (
@@ -246,7 +244,11 @@ impl RedisBackend {
         };
         match answer {
             Ok((allowed, remaining, reset_after_ns, retry_after_ns)) => {
-                self.health.reachable.store(true, Ordering::Relaxed);
+                // Read before writing: every check succeeding must not make every core
+                // write the same cache line.
+                if !self.health.reachable.load(Ordering::Relaxed) {
+                    self.health.reachable.store(true, Ordering::Relaxed);
+                }
                 let allowed = allowed == 1;
                 let to_duration = |ns: i64| Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
                 Ok(Decision {
@@ -270,9 +272,7 @@ impl RedisBackend {
 /// Rejects a policy whose tolerance the script cannot compute exactly (see
 /// [`MAX_TOLERANCE_NS`]).
 pub fn validate_policy(policy: &Policy) -> Result<(), BuildError> {
-    let tolerance =
-        duration_ns(policy.emission_interval()).saturating_mul(u64::from(policy.burst()));
-    if tolerance >= MAX_TOLERANCE_NS {
+    if script_timing(policy).is_none() {
         return Err(BuildError::Redis {
             field: "policies",
             problem: format!(
@@ -282,6 +282,14 @@ pub fn validate_policy(policy: &Policy) -> Result<(), BuildError> {
         });
     }
     Ok(())
+}
+
+/// The script's `(emission interval, tolerance)` in ns for `policy`, or `None` when the
+/// tolerance is too large for the script to compute with exactly (see [`MAX_TOLERANCE_NS`]).
+fn script_timing(policy: &Policy) -> Option<(u64, u64)> {
+    let emission = duration_ns(policy.emission_interval());
+    let tolerance = emission.saturating_mul(u64::from(policy.burst()));
+    (tolerance < MAX_TOLERANCE_NS).then_some((emission, tolerance))
 }
 
 fn duration_ns(duration: Duration) -> u64 {
@@ -427,11 +435,7 @@ impl Backend for RedisBackend {
     }
 
     fn kill(&self, target: KillTarget) -> BoxFuture<'_, Result<(), KillError>> {
-        let error = match target {
-            KillTarget::Child(index) => KillError::NoSuchChild(index),
-            KillTarget::PoolWorker => KillError::NoPool,
-        };
-        Box::pin(std::future::ready(Err(error)))
+        Box::pin(std::future::ready(Err(target.absent())))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
