@@ -13,6 +13,7 @@
 //! - [`error`]: [`ApiError`], the one error type, rendered as JSON with a 4xx/503 status.
 //! - [`metrics`]: the Prometheus registry.
 //! - `admin`: the admin listener (fault injection, supervision state, backend switch).
+//! - `edge`: what every request meets before the router: timing, shedding, request timeout.
 //! - [`Application`]: binds, serves, drains on shutdown; [`app`] builds the router for tests.
 //!
 //! # Invariants
@@ -29,6 +30,7 @@ pub mod metrics;
 
 mod admin;
 mod client_ip;
+mod edge;
 mod headers;
 mod policies;
 mod routes;
@@ -36,23 +38,21 @@ mod routes;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use turnstile_backend::{Backend, BackendConfig, BackendKind, BuildContext, CheckError};
+use turnstile_backend::{Backend, BackendConfig, BackendKind, BuildContext};
 use turnstile_core::{Clock, MonotonicClock};
 
 pub use client_ip::ClientIpResolver;
 pub use config::Config;
+pub use edge::{Edge, EdgeFuture};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -81,6 +81,8 @@ pub struct AppState {
     legacy_ratelimit_headers: bool,
     body_limit_bytes: usize,
     max_concurrent_requests: usize,
+    /// Rate-limited requests in flight now, against `max_concurrent_requests` (see [`Edge`]).
+    in_flight: AtomicUsize,
     request_timeout: Duration,
     admin_token: Option<String>,
 }
@@ -162,6 +164,7 @@ impl AppState {
             legacy_ratelimit_headers: config.legacy_ratelimit_headers,
             body_limit_bytes: config.body_limit_bytes,
             max_concurrent_requests: config.max_concurrent_requests,
+            in_flight: AtomicUsize::new(0),
             request_timeout: config.request_timeout,
             admin_token: config.admin_token.clone(),
         }))
@@ -205,63 +208,34 @@ impl AppState {
     }
 }
 
-/// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the
+/// The gateway's HTTP service: the router behind [`Edge`] (timing, shedding, request timeout).
+pub type GatewayService = Edge<Router>;
+
+/// The gateway's HTTP service. Serve it with
+/// `axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>()` so the
 /// client-limited routes know the peer address.
 ///
-/// The rate-limited routes sit behind tower's overload protection: a concurrency limit whose
-/// excess is shed at once (503, counted as `shed`) rather than queued, and a request timeout
-/// (503, counted as `timeout`). The operational endpoints are outside it, so health checks and
-/// scrapes still answer when the gateway is saturated.
-pub fn app(state: Arc<AppState>) -> Router {
-    let overload_state = Arc::clone(&state);
-    let limited = Router::new()
-        .route("/v1/check", post(routes::check))
-        .route("/v1/forward-auth", any(routes::forward_auth))
-        .fallback(routes::gateway)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
-                    let state = Arc::clone(&overload_state);
-                    async move { overload_response(&state, &error) }
-                }))
-                .load_shed()
-                .option_layer((state.max_concurrent_requests > 0).then(|| {
-                    tower::limit::ConcurrencyLimitLayer::new(state.max_concurrent_requests)
-                }))
-                .timeout(state.request_timeout),
-        );
-    Router::new()
+/// The rate-limited routes are shed past `max_concurrent_requests` in flight (503, counted as
+/// `shed`) rather than queued, and cut off at `request_timeout` (503, counted as `timeout`);
+/// the operational endpoints are not, so health checks and scrapes still answer when the
+/// gateway is saturated. See [`Edge`].
+pub fn app(state: Arc<AppState>) -> GatewayService {
+    let router = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
-        .merge(limited)
+        .route("/v1/check", post(routes::check))
+        .route("/v1/forward-auth", any(routes::forward_auth))
+        .fallback(routes::gateway)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.body_limit_bytes))
-        // Outermost, so shed, timed-out and rejected requests are timed and counted too.
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            routes::time_request,
-        ))
-        .with_state(state)
+        .with_state(Arc::clone(&state));
+    Edge::new(router, state)
 }
 
 /// The admin router (fault injection, supervision state, backend switch), for the admin
 /// listener and for tests.
 pub fn admin_app(state: Arc<AppState>) -> Router {
     admin::router(state)
-}
-
-/// What an overloaded or timed-out request gets, counted as a drop of the active backend.
-fn overload_response(state: &AppState, error: &tower::BoxError) -> axum::response::Response {
-    let dropped = if error.is::<tower::load_shed::error::Overloaded>() {
-        CheckError::Shed
-    } else {
-        CheckError::Timeout
-    };
-    state
-        .metrics
-        .record_drop(state.backend.load().kind(), dropped.reason());
-    ApiError::Dropped(dropped).into_response()
 }
 
 /// A bound, ready-to-run gateway.
@@ -346,7 +320,9 @@ impl Application {
             });
         }
         let service =
-            app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app(Arc::clone(&self.state)));
         let serve = axum::serve(self.listener, service)
             .with_graceful_shutdown(stopping.clone().cancelled_owned());
         let grace = self.shutdown_grace;

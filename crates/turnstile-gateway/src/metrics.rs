@@ -40,16 +40,22 @@ const HTTP_ROUTES: [&str; 6] = [
     "fallback",
 ];
 
-/// The index into [`HTTP_ROUTES`] of the route axum matched (`None`: the fallback).
-pub(crate) fn http_route_index(template: Option<&str>) -> usize {
+/// The index into [`HTTP_ROUTES`] of a request path: one of the router's exact paths, or the
+/// fallback for any other.
+pub(crate) fn http_route_index(path: &str) -> usize {
     let fallback = HTTP_ROUTES.len() - 1;
-    template
-        .and_then(|template| {
-            HTTP_ROUTES[..fallback]
-                .iter()
-                .position(|known| *known == template)
-        })
+    HTTP_ROUTES[..fallback]
+        .iter()
+        .position(|known| *known == path)
         .unwrap_or(fallback)
+}
+
+/// Whether the route at `index` of [`HTTP_ROUTES`] is an operational endpoint (health,
+/// readiness, metrics): outside the rate-limited routes' concurrency limit and timeout.
+pub(crate) fn is_operational_route(index: usize) -> bool {
+    HTTP_ROUTES
+        .get(index)
+        .is_some_and(|route| matches!(*route, "/healthz" | "/readyz" | "/metrics"))
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

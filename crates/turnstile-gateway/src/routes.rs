@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use turnstile_backend::{CheckError, MAX_KEY_LEN};
 use turnstile_core::Decision;
@@ -22,7 +21,7 @@ use turnstile_core::Decision;
 use crate::AppState;
 use crate::config::FailureMode;
 use crate::error::ApiError;
-use crate::metrics::{CheckOutcome, Metrics, http_route_index};
+use crate::metrics::{CheckOutcome, Metrics};
 use crate::policies::NamedPolicy;
 
 /// Marks a response that was admitted without a decision because the backend dropped the check
@@ -144,23 +143,25 @@ pub(crate) async fn check(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // The content type is read in place (a `HeaderMap` extractor would copy every header),
-    // then the body is extracted under `DefaultBodyLimit` as usual.
+    // The content type is read in place (a `HeaderMap` extractor would copy every header).
     if !is_json(request.headers()) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body =
-        Bytes::from_request(request, &state)
-            .await
-            .map_err(|rejection: BytesRejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::BodyTooLarge {
-                        limit: state.body_limit_bytes,
-                    }
-                } else {
-                    ApiError::UnreadableBody(rejection.body_text())
+    // The limit is applied here rather than by a `DefaultBodyLimit` layer: this is the only
+    // route that reads a body, and a router-wide layer costs every request a boxed service.
+    let body = Limited::new(request.into_body(), state.body_limit_bytes)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                ApiError::BodyTooLarge {
+                    limit: state.body_limit_bytes,
                 }
-            })?;
+            } else {
+                ApiError::UnreadableBody(error.to_string())
+            }
+        })?
+        .to_bytes();
     let request: CheckRequest<'_> = serde_json::from_slice(&body).map_err(|error| {
         if error.is_data() {
             ApiError::InvalidField(error.to_string())
@@ -215,20 +216,24 @@ enum ClientRoute {
 
 /// `ANY /v1/forward-auth`: for proxies' external-auth hooks (nginx `auth_request`, Traefik
 /// ForwardAuth, Envoy ext_authz): 200 when allowed, the configured deny status when not.
-pub(crate) async fn forward_auth(state: State<Arc<AppState>>, request: Parts) -> Response {
+pub(crate) async fn forward_auth(state: State<Arc<AppState>>, request: Request) -> Response {
     limit_client(state, request, ClientRoute::ForwardAuth).await
 }
 
 /// Every other path: the demo gateway, limited per client IP.
-pub(crate) async fn gateway(state: State<Arc<AppState>>, request: Parts) -> Response {
+pub(crate) async fn gateway(state: State<Arc<AppState>>, request: Request) -> Response {
     limit_client(state, request, ClientRoute::Gateway).await
 }
 
 async fn limit_client(
     State(state): State<Arc<AppState>>,
-    request: Parts,
+    request: Request,
     route: ClientRoute,
 ) -> Response {
+    // Taken apart, not extracted as `Parts`: that extractor clones the headers and extensions.
+    // The body is unused, and dropped here: held across the check it would make this future
+    // `!Send`.
+    let (request, _) = request.into_parts();
     match limit_client_inner(&state, &request, route).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -354,25 +359,4 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
 /// A known route asked with a method it does not serve.
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Times every request into `turnstile_http_request_duration_seconds`, labelled by the route
-/// template axum matched (never the raw path, which a client controls).
-pub(crate) async fn time_request(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let started = Instant::now();
-    let route = http_route_index(
-        request
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(axum::extract::MatchedPath::as_str),
-    );
-    let response = next.run(request).await;
-    state
-        .metrics
-        .record_http(route, response.status().as_u16(), started.elapsed());
-    response
 }

@@ -441,6 +441,49 @@ async fn past_the_concurrency_limit_the_gateway_sheds() {
     );
     // Operational endpoints are outside the limit.
     assert_eq!(gw.send(get("/healthz")).await.status, StatusCode::OK);
+    // Every slot was given back: the next burst is served the same way.
+    let again = send_spaced(&gw, 5, Duration::ZERO).await;
+    assert_eq!(again.iter().filter(|o| *o == "served").count(), 2);
+}
+
+/// The gateway's request timeout: a rate-limited request still unanswered after
+/// `request_timeout` gets a 503 at that very instant, counted as a `timeout` drop, and gives
+/// its concurrency slot back; the operational endpoints have no such deadline.
+#[tokio::test(start_paused = true)]
+async fn past_the_request_timeout_the_gateway_answers_503_and_frees_the_slot() {
+    // Each check takes 2 s inside the single actor; the gateway waits 500 ms; one slot.
+    let mut config = lesson_config(BackendKind::Actor, 2000 * MS);
+    config.request_timeout = 500 * MS;
+    config.max_concurrent_requests = 1;
+    let gw = Arc::new(TestGateway::new(config));
+    let started = tokio::time::Instant::now();
+    let first = gw.send(check_request("slow")).await;
+    assert_eq!(
+        started.elapsed(),
+        500 * MS,
+        "answered exactly at the timeout"
+    );
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(outcome(&first), "timeout");
+    assert_eq!(
+        gw.state
+            .metrics()
+            .dropped_total(BackendKind::Actor, "timeout"),
+        1
+    );
+    // The slot is free again: the next request is not shed, it times out the same way.
+    let second = gw.send(check_request("next")).await;
+    assert_eq!(outcome(&second), "timeout");
+    assert_eq!(
+        gw.state.metrics().dropped_total(BackendKind::Actor, "shed"),
+        0
+    );
+    // Scrapes have no deadline and no limit, even now.
+    let scrape = gw.send(get("/metrics")).await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    assert!(scrape.text.contains(
+        r#"turnstile_http_request_duration_seconds_count{route="/v1/check",status_class="5xx"} 2"#
+    ));
 }
 
 /// A slowed backend, and a run-time switch to another one: the old one drains, the new one

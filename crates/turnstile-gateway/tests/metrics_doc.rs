@@ -117,6 +117,14 @@ async fn http_requests_are_timed_by_route_template_and_status_class() {
     gw.check(json!({ "key": "a" })).await;
     gw.check(json!({ "key": "" })).await;
     gw.send(get("/healthz")).await;
+    gw.send(get("/readyz")).await;
+    gw.send(get("/metrics")).await;
+    gw.send(get("/v1/forward-auth")).await;
+    // A known path asked with the wrong method is still that route.
+    gw.send(get("/v1/check")).await;
+    // Near misses of a route's path are client-chosen paths like any other.
+    gw.send(get("/v1/check/")).await;
+    gw.send(get("/healthz?verbose=1")).await;
     // Client-chosen paths land on the fallback (the demo gateway route), never as a label.
     gw.send(get("/some/client/chosen/path?x=1")).await;
     gw.send(get("/another")).await;
@@ -130,9 +138,12 @@ async fn http_requests_are_timed_by_route_template_and_status_class() {
         )
     };
     assert_eq!(count("/v1/check", "2xx"), 2.0);
-    assert_eq!(count("/v1/check", "4xx"), 1.0);
-    assert_eq!(count("/healthz", "2xx"), 1.0);
-    assert_eq!(count("fallback", "2xx"), 2.0);
+    assert_eq!(count("/v1/check", "4xx"), 2.0);
+    assert_eq!(count("/healthz", "2xx"), 2.0);
+    assert_eq!(count("/readyz", "2xx"), 1.0);
+    assert_eq!(count("/metrics", "2xx"), 1.0);
+    assert_eq!(count("/v1/forward-auth", "2xx"), 1.0);
+    assert_eq!(count("fallback", "2xx"), 3.0);
     assert!(
         !text.contains("/some/client"),
         "a raw path leaked into a label"

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -19,7 +18,7 @@ use turnstile_gateway::{AppState, Config, app};
 /// A gateway on a manual clock, and the clock.
 pub struct TestGateway {
     pub state: Arc<AppState>,
-    pub router: Router,
+    pub router: turnstile_gateway::GatewayService,
     pub clock: Arc<ManualClock>,
 }
 
