@@ -15,6 +15,8 @@ pub(crate) struct NamedPolicy {
     pub(crate) policy: Policy,
     pub(crate) failure_mode: FailureMode,
     pub(crate) policy_header: HeaderValue,
+    /// The `message` of a denial on the client-limited routes, written once.
+    pub(crate) denied_message: String,
     pub(crate) counters: PolicyCounters,
 }
 
@@ -38,6 +40,7 @@ impl PolicySet {
             policies.push(NamedPolicy {
                 name: name.clone(),
                 policy_header: crate::headers::policy_header(name, policy.limit(), policy.period()),
+                denied_message: format!("rate limit exceeded for policy `{name}`"),
                 counters: metrics.policy_counters(name),
                 failure_mode: policy_config.failure_mode,
                 policy,

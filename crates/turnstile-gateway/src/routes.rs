@@ -207,6 +207,14 @@ pub(crate) async fn check(
     Ok(Json(response).into_response())
 }
 
+/// The body of a denial on the client-limited routes: the shape of every JSON error.
+#[derive(Serialize)]
+struct Denied<'a> {
+    error: &'static str,
+    message: &'a str,
+    retry_after_ms: Option<u64>,
+}
+
 /// Which client-limited route is answering.
 #[derive(Clone, Copy)]
 enum ClientRoute {
@@ -284,12 +292,11 @@ async fn limit_client_inner(
                     ClientRoute::Gateway => (StatusCode::OK, "ok\n").into_response(),
                 }
             } else {
-                let retry_after_ms = decision.retry_after.map(millis_ceil);
-                let body = serde_json::json!({
-                    "error": "rate_limited",
-                    "message": format!("rate limit exceeded for policy `{}`", policy.name),
-                    "retry_after_ms": retry_after_ms,
-                });
+                let body = Denied {
+                    error: "rate_limited",
+                    message: &policy.denied_message,
+                    retry_after_ms: decision.retry_after.map(millis_ceil),
+                };
                 (deny_status, Json(body)).into_response()
             };
             crate::headers::insert(

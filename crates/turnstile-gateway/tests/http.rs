@@ -78,8 +78,16 @@ async fn the_gateway_route_answers_429_with_rate_limit_headers() {
         }
         let denied = gw.send(get("/any/path")).await;
         assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS, "{kind}");
-        assert_eq!(denied.json["error"], "rate_limited");
-        assert_eq!(denied.json["retry_after_ms"], 100);
+        assert_eq!(
+            denied.json,
+            serde_json::json!({
+                "error": "rate_limited",
+                "message": "rate limit exceeded for policy `default`",
+                "retry_after_ms": 100,
+            })
+        );
+        assert_eq!(denied.header("content-type"), Some("application/json"));
+        assert_eq!(denied.header("cache-control"), Some("no-store"));
         assert_eq!(denied.header("retry-after"), Some("1"));
         assert_eq!(denied.header("ratelimit"), Some(r#""default";r=0;t=1"#));
         // Another client is unaffected.
