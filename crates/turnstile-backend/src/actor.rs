@@ -23,8 +23,8 @@ use crate::{
 
 /// One check, as sent to the actor that owns the key.
 pub(crate) struct CheckCall {
-    /// The composite `(policy, key)` table key, owned because it crosses into another task.
-    key: Box<[u8]>,
+    /// The key, owned because it crosses into another task (validated by the caller).
+    key: Box<str>,
     policy: Policy,
     cost: u32,
 }
@@ -46,7 +46,7 @@ impl Actor for TableActor {
 
     async fn handle_call(&mut self, call: CheckCall) -> Self::Reply {
         // A poisoned key takes the whole actor down, with everything queued behind it.
-        self.faults.trip_poison(&call.key);
+        self.faults.trip_poison(call.policy.id(), &call.key);
         if let Some(delay) = self.faults.slow_delay() {
             tokio::time::sleep(delay).await;
         }
@@ -55,9 +55,12 @@ impl Actor for TableActor {
         }
         // Time is read when the actor gets to the message, not when it was sent: a backlog
         // makes decisions late, exactly as with a GenServer.
-        let result = self
-            .table
-            .check(&call.key, &call.policy, call.cost, self.clock.now_ns());
+        let result = self.table.check(
+            call.key.as_bytes(),
+            &call.policy,
+            call.cost,
+            self.clock.now_ns(),
+        );
         self.keys.store(self.table.len(), Ordering::Relaxed);
         result
     }
@@ -178,7 +181,7 @@ impl Backend for ActorBackend {
         };
         let shard = self.route(state_key.as_bytes());
         let call = CheckCall {
-            key: state_key.as_bytes().into(),
+            key: key.into(),
             policy: *policy,
             cost,
         };

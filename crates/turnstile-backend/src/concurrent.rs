@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use turnstile_core::{Clock, Decision, Policy, is_expired};
 
 use crate::faults::Faults;
-use crate::state_key::{DigestHasher, KeyDigester, StateKey};
+use crate::state_key::{DigestHasher, KeyDigester, validate_key};
 use crate::status::{BackendState, BackendStatus, KillError, KillTarget};
 use crate::table::{EvictionReporter, SweepSchedule};
 use crate::work::WorkKind;
@@ -21,7 +21,7 @@ use crate::{
 
 /// Per-key atomic states in a concurrent map.
 pub(crate) struct ConcurrentTable {
-    /// Keyed by the composite key's digest (see [`KeyDigester`]).
+    /// Keyed by the digest of `(policy id, key)` (see [`KeyDigester`]).
     states: DashMap<u64, AtomicU64, DigestHasher>,
     digester: KeyDigester,
     /// Keys held plus slots reserved by inserts in progress. Reserving before inserting is what
@@ -69,7 +69,7 @@ impl ConcurrentTable {
         cost: u32,
         clock: &dyn Clock,
     ) -> Result<Decision, CheckError> {
-        let key = self.digester.digest(key);
+        let key = self.digester.digest(policy.id(), key);
         if let Some(cell) = self.states.get(&key) {
             return update(cell.value(), policy, cost, clock.now_ns());
         }
@@ -266,14 +266,14 @@ impl Backend for ConcurrentBackend {
         if self.stopped.load(Ordering::Acquire) {
             return CheckFuture::ready(Err(CheckError::Unavailable));
         }
-        let state_key = match StateKey::new(policy.id(), key) {
-            Ok(state_key) => state_key,
-            Err(error) => return CheckFuture::ready(Err(error)),
-        };
-        self.faults.trip_poison(state_key.as_bytes());
+        if let Err(error) = validate_key(key) {
+            return CheckFuture::ready(Err(error));
+        }
+        self.faults.trip_poison(policy.id(), key);
+        // Borrows only: the key is never copied on the way to its digest.
         let decide = move || {
             self.table
-                .check(state_key.as_bytes(), policy, cost, self.clock.as_ref())
+                .check(key.as_bytes(), policy, cost, self.clock.as_ref())
         };
         let slow = self.faults.slow_delay();
         match (self.simulated_work, slow) {

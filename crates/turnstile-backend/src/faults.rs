@@ -51,9 +51,21 @@ impl Faults {
         hit
     }
 
-    /// Panics if `state_key` is poisoned. Called by the state owner, where the panic belongs.
-    pub(crate) fn trip_poison(&self, state_key: &[u8]) {
-        if self.take_poison(state_key) {
+    /// Panics if `key` is poisoned under policy `policy_id`. Called by the state owner, where
+    /// the panic belongs. With nothing poisoned this is one atomic load: the composite key is
+    /// only built when some key is poisoned.
+    #[inline]
+    pub(crate) fn trip_poison(&self, policy_id: u16, key: &str) {
+        if self.any_poisoned.load(Ordering::Acquire) {
+            self.trip_poison_if_set(policy_id, key);
+        }
+    }
+
+    #[cold]
+    fn trip_poison_if_set(&self, policy_id: u16, key: &str) {
+        if let Ok(state_key) = StateKey::new(policy_id, key)
+            && self.take_poison(state_key.as_bytes())
+        {
             panic!("injected fault: poisoned key");
         }
     }
@@ -67,10 +79,16 @@ impl Faults {
     }
 
     /// The extra delay to apply to a check now, if a slow-down is in force.
+    #[inline]
     pub(crate) fn slow_delay(&self) -> Option<Duration> {
         if !self.any_slow.load(Ordering::Acquire) {
             return None;
         }
+        self.slow_delay_in_force()
+    }
+
+    #[cold]
+    fn slow_delay_in_force(&self) -> Option<Duration> {
         let mut slow = self.slow.lock().ok()?;
         match *slow {
             Some((until, delay)) if Instant::now() < until => Some(delay),

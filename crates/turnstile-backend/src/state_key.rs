@@ -1,10 +1,12 @@
 //! How a `(policy, key)` pair becomes one table key.
 //!
-//! Tables store a single byte string per entry: the policy id (2 bytes, big-endian) followed by
-//! the key's bytes. One table, one `max_keys`, one sweep serve every policy, and a key checked
-//! under two policies has two independent states. Lookups build the composite key in a stack
-//! buffer, and the in-process tables store only its 64-bit digest ([`KeyDigester`]), so the
-//! concurrent backend's hot path never allocates, not even for a new key.
+//! One table, one `max_keys`, one sweep serve every policy, and a key checked under two
+//! policies has two independent states. The in-process tables store only a 64-bit digest of
+//! `(policy id, key)` ([`KeyDigester`]), computed from the two parts as they are: the concurrent
+//! backend's hot path neither allocates nor copies the key, not even for a new key. Where the
+//! pair must be one byte string (shard routing, fault injection, the actor's message), it is
+//! the policy id (2 bytes, big-endian) followed by the key's bytes, built on the stack
+//! ([`StateKey`]).
 
 use arrayvec::ArrayVec;
 
@@ -20,19 +22,25 @@ pub(crate) struct StateKey {
     bytes: ArrayVec<u8, { PREFIX_LEN + MAX_KEY_LEN }>,
 }
 
+/// Whether `key` is acceptable: not empty, at most [`MAX_KEY_LEN`] bytes.
+pub(crate) fn validate_key(key: &str) -> Result<(), CheckError> {
+    if key.is_empty() {
+        return Err(CheckError::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(CheckError::KeyTooLong {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
 impl StateKey {
     /// Validates `key` and composes it with `policy_id`.
     pub(crate) fn new(policy_id: u16, key: &str) -> Result<Self, CheckError> {
+        validate_key(key)?;
         let key = key.as_bytes();
-        if key.is_empty() {
-            return Err(CheckError::EmptyKey);
-        }
-        if key.len() > MAX_KEY_LEN {
-            return Err(CheckError::KeyTooLong {
-                len: key.len(),
-                max: MAX_KEY_LEN,
-            });
-        }
         let mut bytes = ArrayVec::new();
         // Both fit: the capacity is the prefix plus the longest key accepted above.
         let _ = bytes.try_extend_from_slice(&policy_id.to_be_bytes());
@@ -45,7 +53,7 @@ impl StateKey {
     }
 }
 
-/// What a key table stores in place of a composite key: its 64-bit digest under a seed drawn
+/// What a key table stores in place of a `(policy, key)` pair: its 64-bit digest under a seed drawn
 /// at random for each table.
 ///
 /// Why not the key itself: an entry is then 16 bytes (digest and state) with no heap
@@ -62,8 +70,10 @@ impl KeyDigester {
         Self(ahash::RandomState::new())
     }
 
-    pub(crate) fn digest(&self, state_key: &[u8]) -> u64 {
-        self.0.hash_one(state_key)
+    /// The digest of `key` under policy `policy_id`. The id is fixed-width, so no two
+    /// distinct pairs feed the hasher the same input.
+    pub(crate) fn digest(&self, policy_id: u16, key: &[u8]) -> u64 {
+        self.0.hash_one((policy_id, key))
     }
 }
 

@@ -66,7 +66,7 @@ impl SweepSchedule {
 
 /// Per-key states owned by one actor.
 pub(crate) struct KeyTable {
-    /// Keyed by the composite key's digest (see [`KeyDigester`]).
+    /// Keyed by the digest of `(policy id, key)` (see [`KeyDigester`]).
     states: HashMap<u64, State, DigestHasher>,
     digester: KeyDigester,
     max_keys: usize,
@@ -104,7 +104,7 @@ impl KeyTable {
         cost: u32,
         now_ns: u64,
     ) -> Result<Decision, CheckError> {
-        let key = self.digester.digest(key);
+        let key = self.digester.digest(policy.id(), key);
         if let Some(state) = self.states.get_mut(&key) {
             let verdict = policy.check(*state, now_ns, cost)?;
             if let Some(new_state) = verdict.new_state {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use turnstile_core::{Clock, Decision, Policy};
 
 use crate::faults::Faults;
-use crate::state_key::StateKey;
+use crate::state_key::validate_key;
 use crate::status::{BackendState, BackendStatus, KillError, KillTarget, PoolStatus};
 use crate::{Backend, BackendKind, BoxFuture, BuildContext, BuildError, CheckError, CheckFuture};
 
@@ -379,10 +379,9 @@ impl Backend for RedisBackend {
             return CheckFuture::ready(Err(CheckError::Unavailable));
         }
         // The same validation, in the same order, as every other backend.
-        let state_key = match StateKey::new(policy.id(), key) {
-            Ok(state_key) => state_key,
-            Err(error) => return CheckFuture::ready(Err(error)),
-        };
+        if let Err(error) = validate_key(key) {
+            return CheckFuture::ready(Err(error));
+        }
         if cost > policy.burst() {
             return CheckFuture::ready(Err(CheckError::CostExceedsBurst(
                 turnstile_core::CostExceedsBurst {
@@ -391,7 +390,7 @@ impl Backend for RedisBackend {
                 },
             )));
         }
-        self.faults.trip_poison(state_key.as_bytes());
+        self.faults.trip_poison(policy.id(), key);
         let redis_key = self.redis_key(policy, key);
         let slow = self.faults.slow_delay();
         CheckFuture::waiting(async move {
