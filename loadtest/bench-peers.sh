@@ -10,9 +10,12 @@
 #      allowed: 1,000,000/s, burst 1,000,000 (everything passes: the limiter's own cost)
 #      denied:  1/s, burst 1 (almost everything is refused)
 #    with many keys (10,000 clients, uniform) and one hot key. For each: the maximum
-#    throughput (closed loop, 64 connections, 3 s) and p50/p99 at a fixed open-loop rate of
-#    70% of the baseline's maximum in the same round. 3 interleaved rounds; every figure is a
-#    ratio to the baseline of its own round; the tables give the median and the spread.
+#    throughput (closed loop, 64 connections, 3 s), the server's CPU time per request during
+#    that run (from /proc, the process and its children: less noisy than throughput on a
+#    shared machine, and what a limiter costs its host), and p50/p99 at a fixed open-loop rate
+#    of 70% of the baseline's maximum in the same round. 3 interleaved rounds; every figure is
+#    a ratio to the baseline of its own round; the tables give the median and the spread.
+#    Turnstile runs with its defaults (the concurrency limit on), as users run it.
 # 2. Scaling: loadtest/scaling.toml's sweep (actor, sharded 1-64 shards; no work, CPU, sleep).
 # 3. In-process: criterion (each backend vs governor) and heap bytes per key at 1M keys.
 #
@@ -38,11 +41,27 @@ trap cleanup EXIT
 
 echo "== machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)" | tee "$out/machine.txt"
 
-declare -A url
+declare -A url pid pid_of
 start() { # name, then the command
   local name=$1; shift
   "$@" >"$scratch/$name.log" 2>&1 &
   pids+=($!)
+  pid[$name]=$!
+}
+cpu_ticks() { # pid → CPU time (user + system, clock ticks) of it and its children (nginx's workers)
+  python3 - "$1" <<'PY'
+import os, sys
+root, total = sys.argv[1], 0
+for p in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{p}/stat").read()
+    except OSError:
+        continue
+    fields = stat[stat.rindex(")") + 2:].split()
+    if p == root or fields[1] == root:
+        total += int(fields[11]) + int(fields[12])
+print(total)
+PY
 }
 
 p=$(port); url[baseline]="http://127.0.0.1:$p"
@@ -50,16 +69,15 @@ start baseline "$bin/turnstile-load" serve-trivial --listen "127.0.0.1:$p"
 for policy in allowed denied; do
   if [[ $policy == allowed ]]; then limit=1000000; burst=1000000; else limit=1; burst=1; fi
   for backend in actor sharded concurrent; do
-    p=$(port); url[$policy/$backend]="http://127.0.0.1:$p"
+    p=$(port); url[$policy/$backend]="http://127.0.0.1:$p"; pid_of[$policy/$backend]=$policy-$backend
     start "$policy-$backend" env TURNSTILE_LOG=warn TURNSTILE_TRUSTED_PROXIES='["127.0.0.1/32"]' \
-      TURNSTILE_MAX_CONCURRENT_REQUESTS=0 \
       TURNSTILE_POLICIES__DEFAULT__LIMIT=$limit TURNSTILE_POLICIES__DEFAULT__PERIOD=1s \
       TURNSTILE_POLICIES__DEFAULT__BURST=$burst \
       "$bin/turnstile" --backend "$backend" --listen "127.0.0.1:$p"
   done
-  p=$(port); url[$policy/tower_governor]="http://127.0.0.1:$p"
+  p=$(port); url[$policy/tower_governor]="http://127.0.0.1:$p"; pid_of[$policy/tower_governor]=$policy-governor
   start "$policy-governor" "$bin/peer-governor" --listen "127.0.0.1:$p" --limit $limit --period 1s --burst $burst
-  p=$(port); url[$policy/nginx]="http://127.0.0.1:$p"
+  p=$(port); url[$policy/nginx]="http://127.0.0.1:$p"; pid_of[$policy/nginx]=$policy-nginx
   mkdir -p "$scratch/nginx-$policy/html"
   echo ok >"$scratch/nginx-$policy/html/ok.txt"
   # nginx's workers drop root privileges (to nobody): they must be able to read the page.
@@ -90,16 +108,22 @@ TOML
 }
 results="$out/results.jsonl"
 : >"$results"
-measure() { # round policy keys target mode url [rate]
-  local json="$scratch/last.json" extra=()
-  [[ -n ${7:-} ]] && extra=(--rate "$7")
-  "$bin/turnstile-load" run --scenario "$(scenario "$5" "$3")" --target "$6" --json "$json" --quiet "${extra[@]}" >/dev/null
-  python3 - "$json" "$1" "$2" "$3" "$4" "$5" >>"$results" <<'PY'
+measure() { # round policy keys target mode url server [rate]
+  local json="$scratch/last.json" extra=() load ticks0=0 ticks1=0
+  [[ -n ${8:-} ]] && extra=(--rate "$8")
+  "$bin/turnstile-load" run --scenario "$(scenario "$5" "$3")" --target "$6" --json "$json" --quiet "${extra[@]}" >/dev/null &
+  load=$!
+  # CPU is sampled over 2 s well inside the 3 s measured window (after the 500 ms warm-up).
+  sleep 1; ticks0=$(cpu_ticks "${pid[$7]}"); sleep 2; ticks1=$(cpu_ticks "${pid[$7]}")
+  wait "$load"
+  python3 - "$json" "$1" "$2" "$3" "$4" "$5" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" >>"$results" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 o = r["outcomes"]
+cpu_seconds = int(sys.argv[7]) / int(sys.argv[8])
 print(json.dumps({"round": int(sys.argv[2]), "policy": sys.argv[3], "keys": sys.argv[4], "target": sys.argv[5],
   "mode": sys.argv[6], "throughput": r["throughput"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
+  "cpu_us_per_request": cpu_seconds / (2 * r["throughput"]) * 1e6 if r["throughput"] else None,
   "allowed": o["allowed"], "limited": o["limited"], "other": r["requests"] - o["allowed"] - o["limited"]}))
 PY
 }
@@ -107,16 +131,16 @@ PY
 read -r -a targets <<<"${TARGETS:-actor sharded concurrent tower_governor nginx}"
 for round in $(seq 1 "$rounds"); do
   echo "== round $round" >&2
-  measure "$round" none many baseline closed "${url[baseline]}"
+  measure "$round" none many baseline closed "${url[baseline]}" baseline
   base=$(tail -1 "$results" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["throughput"] * 0.7))')
   for keys in many hot; do
-    measure "$round" none "$keys" baseline open "${url[baseline]}" "$base"
+    measure "$round" none "$keys" baseline open "${url[baseline]}" baseline "$base"
   done
   for policy in allowed denied; do
     for keys in many hot; do
       for target in "${targets[@]}"; do
-        measure "$round" "$policy" "$keys" "$target" closed "${url[$policy/$target]}"
-        measure "$round" "$policy" "$keys" "$target" open "${url[$policy/$target]}" "$base"
+        measure "$round" "$policy" "$keys" "$target" closed "${url[$policy/$target]}" "${pid_of[$policy/$target]}"
+        measure "$round" "$policy" "$keys" "$target" open "${url[$policy/$target]}" "${pid_of[$policy/$target]}" "$base"
       done
     done
   done
