@@ -152,7 +152,9 @@ echo
 echo "## Scaling: single actor vs sharded as work per check grows" | tee "$out/scaling.md"
 "$bin/turnstile-load" compare --scenario loadtest/scaling.toml --backends actor,sharded --quiet \
   --out "$out/scaling-report" >/dev/null 2>&1
-sed -n '/^## Throughput/,/^$/p' "$out/scaling-report/report.md" | tee -a "$out/scaling.md"
+# The heading, a blank line, then the table up to the next blank line.
+awk '/^## Throughput/ {on = 1} on {print} on && /^\|/ {table = 1} table && /^$/ {exit}' \
+  "$out/scaling-report/report.md" | tee -a "$out/scaling.md"
 
 echo
 echo "## In-process: heap bytes per key at 1,000,000 IPv4 keys" | tee "$out/memory.md"
