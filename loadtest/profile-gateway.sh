@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Where the gateway route's time goes, next to the bare axum route, on this machine:
 #
-#   bash loadtest/profile-gateway.sh        # ~2 minutes; writes target/profile-gateway/
+#   bash loadtest/profile-gateway.sh                # ~2 minutes; writes target/profile-gateway/
+#   POLICY=denied bash loadtest/profile-gateway.sh  # the same with nearly every request refused
 #
 # Builds with `--profile profiling` (release code with line tables), starts the bare route
 # (`turnstile-load serve-trivial`) and the gateway on the concurrent backend with its defaults
-# and an all-allowed policy, then drives each with the same closed-loop load as
+# and bench-peers.sh's all-allowed policy (or, with POLICY=denied, its 1/s burst 1), then drives each with the same closed-loop load as
 # bench-peers.sh (64 connections, 10,000 clients in X-Forwarded-For):
 #   1. server CPU time per request for both, 3 interleaved rounds (from /proc);
 #   2. a `perf record` (cpu-clock, DWARF call graphs) of the gateway under that load, and a
@@ -14,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/profile-gateway
+if [[ ${POLICY:-allowed} == denied ]]; then limit=1; burst=1; else limit=1000000; burst=1000000; fi
 mkdir -p "$out"
 command -v perf >/dev/null || { apt-get update && apt-get install -y linux-perf; }
 cargo build --profile profiling -p turnstile-gateway -p turnstile-load >&2
@@ -32,8 +34,8 @@ bare_port=$(port)
 bare=$!; pids+=("$bare")
 gateway_port=$(port)
 TURNSTILE_LOG=warn TURNSTILE_TRUSTED_PROXIES='["127.0.0.1/32"]' \
-  TURNSTILE_POLICIES__DEFAULT__LIMIT=1000000 TURNSTILE_POLICIES__DEFAULT__PERIOD=1s \
-  TURNSTILE_POLICIES__DEFAULT__BURST=1000000 \
+  TURNSTILE_POLICIES__DEFAULT__LIMIT=$limit TURNSTILE_POLICIES__DEFAULT__PERIOD=1s \
+  TURNSTILE_POLICIES__DEFAULT__BURST=$burst \
   "$bin/turnstile" --backend concurrent --listen "127.0.0.1:$gateway_port" >"$scratch/gateway.log" 2>&1 &
 gateway=$!; pids+=("$gateway")
 sleep 1
@@ -65,7 +67,7 @@ print(f"{rate:.0f} {cpu / (5 * rate) * 1e6:.2f}")' \
 }
 
 {
-  echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)"
+  echo "== policy: ${POLICY:-allowed}; machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)"
   echo "| round | bare route req/s | bare µs CPU/request | gateway req/s | gateway µs CPU/request | throughput ratio | CPU ratio |"
   echo "|---|---|---|---|---|---|---|"
   for round in 1 2 3; do

@@ -21,6 +21,7 @@ STAGES = [
     ("    client IP and key", r"ClientIpResolver"),
     ("    rate-limit headers", r"headers::insert"),
     ("    metrics (histograms, counters)", r"Metrics>?::record|prometheus::"),
+    ("    the response (status, body, JSON)", r"IntoResponse>::into_response|serde_json::"),
     ("  drop request parts", r"drop_in_place<http::request::Parts>"),
     ("allocator (malloc and free, anywhere)", r"^(malloc|_int_malloc|_int_free|cfree|__GI___libc_(malloc|free)|tcache_get|unlink_chunk|malloc_consolidate)"),
 ]

@@ -42,9 +42,9 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::Router;
 use axum::http::{HeaderName, StatusCode};
 use axum::routing::{any, get, post};
+use axum::{Router, ServiceExt as _};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use turnstile_backend::{Backend, BackendConfig, BackendKind, BuildContext};
@@ -320,9 +320,7 @@ impl Application {
             });
         }
         let service =
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(app(Arc::clone(&self.state)));
+            app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, service)
             .with_graceful_shutdown(stopping.clone().cancelled_owned());
         let grace = self.shutdown_grace;
