@@ -30,14 +30,7 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || { apt-get update && a
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release -p turnstile-gateway -p turnstile-load -p turnstile-peer-governor >&2
 bin=target/release
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-scratch=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
+source loadtest/lib.sh
 
 echo "== machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)" | tee "$out/machine.txt"
 
@@ -47,13 +40,6 @@ start() { # name, then the command
   "$@" >"$scratch/$name.log" 2>&1 &
   pids+=($!)
   pid[$name]=$!
-}
-cpu_ticks() { # pid → CPU time (user + system, clock ticks) of it and its children (nginx's workers)
-  # awk, not python: a sampler that takes tens of milliseconds of CPU shows up in the p99s.
-  local kids
-  kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
-  for p in "$1" $kids; do cat "/proc/$p/stat" 2>/dev/null || true; done |
-    awk '{sub(/^.*\) /, ""); total += $12 + $13} END {print total + 0}'
 }
 
 p=$(port); url[baseline]="http://127.0.0.1:$p"

@@ -13,19 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { apt-get update && apt-get install -y redis-server; }
 cargo build --release -p turnstile-gateway -p turnstile-load >&2
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source loadtest/lib.sh
 
 redis_port=$(port)
-redis_dir=$(mktemp -d)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$redis_dir" \
-  --daemonize yes --pidfile "$redis_dir/pid" --logfile "$redis_dir/log"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  kill "$(cat "$redis_dir/pid")" 2>/dev/null || true
-  rm -rf "$redis_dir"
-}
-trap cleanup EXIT
+# In the foreground of a background job, so the exit trap stops it like every other server.
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$scratch" \
+  --logfile "$scratch/redis.log" &
+pids+=($!)
 sleep 0.5
 
 backends=(actor sharded concurrent redis)

@@ -20,14 +20,7 @@ mkdir -p "$out"
 command -v perf >/dev/null || { apt-get update && apt-get install -y linux-perf; }
 cargo build --profile profiling -p turnstile-gateway -p turnstile-load >&2
 bin=target/profiling
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-scratch=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
+source loadtest/lib.sh
 
 bare_port=$(port)
 "$bin/turnstile-load" serve-trivial --listen "127.0.0.1:$bare_port" >"$scratch/bare.log" 2>&1 &
@@ -53,12 +46,11 @@ route = "gateway"
 keys = { distribution = "uniform", count = 10000 }
 TOML
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cpu_per_request() { # pid port → "throughput µs-per-request", over 5 s inside the 8 s run
   "$bin/turnstile-load" run --scenario "$scratch/load.toml" --target "http://127.0.0.1:$2" \
     --json "$scratch/run.json" --quiet >/dev/null &
   local load=$! t0 t1
-  sleep 1.5; t0=$(ticks "$1"); sleep 5; t1=$(ticks "$1")
+  sleep 1.5; t0=$(cpu_ticks "$1"); sleep 5; t1=$(cpu_ticks "$1")
   wait "$load"
   python3 -c 'import json, sys
 rate = json.load(open(sys.argv[1]))["throughput"]; cpu = int(sys.argv[2]) / int(sys.argv[3])
