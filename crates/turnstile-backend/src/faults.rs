@@ -37,20 +37,6 @@ impl Faults {
         Ok(())
     }
 
-    /// Whether `state_key` is poisoned; consumes the poison (it fires once).
-    pub(crate) fn take_poison(&self, state_key: &[u8]) -> bool {
-        if !self.any_poisoned.load(Ordering::Acquire) {
-            return false;
-        }
-        let Ok(mut poisoned) = self.poisoned.lock() else {
-            return false;
-        };
-        let hit = poisoned.remove(state_key);
-        self.any_poisoned
-            .store(!poisoned.is_empty(), Ordering::Release);
-        hit
-    }
-
     /// Panics if `key` is poisoned under policy `policy_id`. Called by the state owner, where
     /// the panic belongs. With nothing poisoned this is one atomic load: the composite key is
     /// only built when some key is poisoned.
@@ -61,11 +47,22 @@ impl Faults {
         }
     }
 
+    /// Consumes the poison of `key` under `policy_id` if it has one (a poison fires once),
+    /// then panics.
     #[cold]
     fn trip_poison_if_set(&self, policy_id: u16, key: &str) {
-        if let Ok(state_key) = StateKey::new(policy_id, key)
-            && self.take_poison(state_key.as_bytes())
-        {
+        let Ok(state_key) = StateKey::new(policy_id, key) else {
+            return;
+        };
+        let Ok(mut poisoned) = self.poisoned.lock() else {
+            return;
+        };
+        let hit = poisoned.remove(state_key.as_bytes());
+        self.any_poisoned
+            .store(!poisoned.is_empty(), Ordering::Release);
+        // Released before the panic, so the mutex is not poisoned along with the key.
+        drop(poisoned);
+        if hit {
             panic!("injected fault: poisoned key");
         }
     }
