@@ -86,13 +86,14 @@ fn route(state_key: &[u8], shards: usize) -> usize {
 }
 
 /// The shard (of `shards`) that owns `key` under `policy`: what the sharded backend's registry
-/// computes, for tools and tests that need to aim at one shard.
+/// computes, for tools and tests that need to aim at one shard. Stable for the life of the
+/// process and across restarts, since it depends only on the bytes and the shard count.
 pub fn shard_for(key: &str, policy: &Policy, shards: usize) -> Result<usize, CheckError> {
     Ok(route(StateKey::new(policy.id(), key)?.as_bytes(), shards))
 }
 
 /// The single-actor and sharded backends.
-pub struct ActorBackend {
+pub(crate) struct ActorBackend {
     kind: BackendKind,
     /// Supervises the shards and is the registry: shard `i` serves every key whose stable
     /// hash maps to `i`, through whichever incarnation of it is alive.
@@ -104,7 +105,7 @@ pub struct ActorBackend {
 impl ActorBackend {
     /// Starts `shards` supervised actors (1 for the single-actor backend); must run inside a
     /// tokio runtime.
-    pub fn start(config: &BackendConfig, shards: usize, context: &BuildContext) -> Self {
+    pub(crate) fn start(config: &BackendConfig, shards: usize, context: &BuildContext) -> Self {
         let shards = shards.max(1);
         let kind = if shards == 1 && config.kind == BackendKind::Actor {
             BackendKind::Actor
@@ -156,12 +157,6 @@ impl ActorBackend {
             supervisor,
             keys,
         }
-    }
-
-    /// The shard that owns `key` under `policy`: stable for the life of the process and
-    /// across restarts, since it depends only on the bytes and the shard count.
-    pub fn shard_of(&self, key: &str, policy: &Policy) -> Result<usize, CheckError> {
-        Ok(self.route(StateKey::new(policy.id(), key)?.as_bytes()))
     }
 
     fn route(&self, state_key: &[u8]) -> usize {

@@ -190,7 +190,7 @@ fn update(
 /// There is no state-owning task: each check runs on its caller's task (the request's own, or
 /// a pool worker's). So an injected poison panics *there*, and only that one check is lost; the
 /// table, and every other key's state, survive.
-pub struct ConcurrentBackend {
+pub(crate) struct ConcurrentBackend {
     table: Arc<ConcurrentTable>,
     clock: Arc<dyn Clock>,
     faults: Arc<Faults>,
@@ -202,7 +202,7 @@ pub struct ConcurrentBackend {
 
 impl ConcurrentBackend {
     /// Builds the table and starts its periodic sweeper (must run inside a tokio runtime).
-    pub fn start(config: &BackendConfig, context: &BuildContext) -> Self {
+    pub(crate) fn start(config: &BackendConfig, context: &BuildContext) -> Self {
         let clock = Arc::clone(&context.clock);
         let table = Arc::new(ConcurrentTable::new(
             config.max_keys,

@@ -46,6 +46,40 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
+/// A backend name that is not one of [`BackendKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend `{name}`; valid: {}", BackendKind::ALL.map(|kind| kind.as_str()).join(", "))]
+pub struct UnknownBackend {
+    /// The name asked for.
+    pub name: String,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = UnknownBackend;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| UnknownBackend {
+                name: name.to_owned(),
+            })
+    }
+}
+
+/// `--backend NAME` in the binaries: the possible values, and the error for others, come from
+/// [`BackendKind::ALL`] and [`BackendKind::as_str`], like serde's names (a test holds them equal).
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for BackendKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
 /// Everything needed to build a backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
@@ -73,12 +107,17 @@ pub struct BackendConfig {
     pub redis: RedisConfig,
 }
 
+impl BackendConfig {
+    /// Each actor's mailbox capacity unless configured otherwise.
+    pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
+}
+
 impl Default for BackendConfig {
     fn default() -> Self {
         Self {
             kind: BackendKind::Concurrent,
             shards: 16,
-            mailbox: MailboxConfig::bounded(1024),
+            mailbox: MailboxConfig::bounded(Self::DEFAULT_MAILBOX_CAPACITY),
             call_timeout: Duration::from_secs(5),
             max_keys: 1_000_000,
             sweep_interval: Duration::from_secs(10),

@@ -45,9 +45,6 @@ pub enum CheckError {
     /// No pool worker became free within the pool's wait timeout.
     #[error("no check worker became free within the pool's wait timeout")]
     PoolTimeout,
-    /// Shed by the gateway's overload protection before reaching the backend.
-    #[error("shed: the gateway is at its concurrency limit")]
-    Shed,
     /// The backend's store failed (Redis unreachable, refused the command, or erred).
     #[error("the rate-limit store failed")]
     BackendError,
@@ -56,14 +53,13 @@ pub enum CheckError {
 impl CheckError {
     /// The [`reason`](Self::reason) of every drop (every error for which
     /// [`is_drop`](Self::is_drop) holds), so metrics can start each series at zero.
-    pub const DROP_REASONS: [&'static str; 8] = [
+    pub const DROP_REASONS: [&'static str; 7] = [
         "table_full",
         "mailbox_full",
         "timeout",
         "crashed",
         "unavailable",
         "pool_timeout",
-        "shed",
         "backend_error",
     ];
 
@@ -79,7 +75,6 @@ impl CheckError {
             Self::Crashed => "crashed",
             Self::Unavailable => "unavailable",
             Self::PoolTimeout => "pool_timeout",
-            Self::Shed => "shed",
             Self::BackendError => "backend_error",
         }
     }
@@ -120,7 +115,6 @@ mod tests {
             CheckError::Crashed,
             CheckError::Unavailable,
             CheckError::PoolTimeout,
-            CheckError::Shed,
             CheckError::BackendError,
         ];
         let drops: Vec<&str> = every_error

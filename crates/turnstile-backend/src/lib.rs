@@ -19,13 +19,18 @@
 //! - [`Backend`], [`CheckFuture`]: the trait and the future it returns.
 //! - [`CheckError`]: every way a check can fail, each with a bounded `reason` label.
 //! - [`BackendConfig`], [`build`]: construct a backend from configuration.
-//! - `actor`: the key-table actor and the backend that fronts one or N of them.
+//! - `actor`: the key-table actor and the backend that fronts one or N of them; [`shard_for`],
+//!   the registry's routing rule.
 //! - `concurrent`: the concurrent table and its backend.
+//!
+//! The concrete backends are private: [`build`] is the one way to make one, so every caller
+//! gets the check pool, validation and supervision the configuration asks for.
 //! - `table`: the single-owner key table the actors use.
 //! - `state_key`: how `(policy, key)` becomes one table key without allocating.
 //! - [`SimulatedWork`]: optional per-check work, run inside whatever owns the state.
-//! - `redis_backend`: [`RedisBackend`] and its script (`gcra.lua`), over `deadpool-redis`.
-//! - `pool`: [`PooledBackend`], the deadpool-managed check workers in front of a backend.
+//! - `redis_backend`: the redis backend and its script (`gcra.lua`), over `deadpool-redis`;
+//!   [`RedisConfig`] and [`RedisUrl`] (whose `Debug` hides the password).
+//! - `pool`: the deadpool-managed check workers in front of a backend ([`PoolConfig`]).
 //! - [`Faults`]: injected faults (poison a key, slow checks), tripped inside the state owner.
 //! - `status`: [`BackendStatus`], [`KillTarget`], and the [`BackendObserver`] of supervision
 //!   events.
@@ -61,14 +66,13 @@ use std::task::{Context, Poll};
 
 use turnstile_core::{Clock, Decision, Policy};
 
-pub use actor::{ActorBackend, shard_for};
-pub use concurrent::ConcurrentBackend;
-pub use config::{BackendConfig, BackendKind, BuildError};
+pub use actor::shard_for;
+pub use config::{BackendConfig, BackendKind, BuildError, UnknownBackend};
 pub use error::CheckError;
 pub use faults::Faults;
-pub use pool::{PoolConfig, PooledBackend};
+pub use pool::PoolConfig;
 pub use redis_backend::{
-    RedisBackend, RedisClock, RedisConfig, validate_policy as validate_redis_policy,
+    RedisClock, RedisConfig, RedisUrl, validate_policy as validate_redis_policy,
 };
 pub use state_key::MAX_KEY_LEN;
 pub use status::{
@@ -180,14 +184,16 @@ pub fn build(
 ) -> Result<Arc<dyn Backend>, BuildError> {
     config.validate()?;
     let backend: Arc<dyn Backend> = match config.kind {
-        BackendKind::Actor => Arc::new(ActorBackend::start(config, 1, context)),
-        BackendKind::Sharded => Arc::new(ActorBackend::start(config, config.shards, context)),
-        BackendKind::Concurrent => Arc::new(ConcurrentBackend::start(config, context)),
-        BackendKind::Redis => Arc::new(RedisBackend::start(&config.redis, context)?),
+        BackendKind::Actor => Arc::new(actor::ActorBackend::start(config, 1, context)),
+        BackendKind::Sharded => {
+            Arc::new(actor::ActorBackend::start(config, config.shards, context))
+        }
+        BackendKind::Concurrent => Arc::new(concurrent::ConcurrentBackend::start(config, context)),
+        BackendKind::Redis => Arc::new(redis_backend::RedisBackend::start(&config.redis, context)?),
     };
     match config.pool {
         None => Ok(backend),
-        Some(pool) => Ok(Arc::new(PooledBackend::start(
+        Some(pool) => Ok(Arc::new(pool::PooledBackend::start(
             backend,
             pool,
             config.call_timeout,

@@ -41,6 +41,11 @@ pub struct PoolConfig {
     pub wait_timeout: Duration,
 }
 
+impl PoolConfig {
+    /// How long a caller waits for a free worker unless configured otherwise.
+    pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+}
+
 /// One check handed to a worker.
 pub(crate) struct WorkerCall {
     key: Box<str>,
@@ -153,7 +158,7 @@ impl Manager for WorkerManager {
 }
 
 /// A backend behind a pool of check workers.
-pub struct PooledBackend {
+pub(crate) struct PooledBackend {
     inner: Arc<dyn Backend>,
     pool: managed::Pool<WorkerManager>,
     health: Arc<Health>,
@@ -161,7 +166,7 @@ pub struct PooledBackend {
 
 impl PooledBackend {
     /// Puts `inner` behind a pool of `config.size` workers and fills it (inside a tokio runtime).
-    pub fn start(
+    pub(crate) fn start(
         inner: Arc<dyn Backend>,
         config: PoolConfig,
         call_timeout: Duration,

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use turnstile_backend::{
-    ActorBackend, Backend, BackendConfig, BackendKind, BuildContext, CheckError, MailboxConfig,
-    PoolConfig, RedisClock, RedisConfig, SimulatedWork, WorkKind, build,
+    Backend, BackendConfig, BackendKind, BuildContext, CheckError, MailboxConfig, PoolConfig,
+    RedisClock, RedisConfig, SimulatedWork, WorkKind, build, shard_for,
 };
 use turnstile_core::{Clock, Decision, ManualClock, Policy};
 
@@ -53,7 +53,7 @@ fn config(kind: BackendKind) -> BackendConfig {
     static NEXT_PREFIX: AtomicU64 = AtomicU64::new(0);
     let redis = match redis_url() {
         Some(url) if kind == BackendKind::Redis => RedisConfig {
-            url,
+            url: url.into(),
             key_prefix: format!(
                 "conformance:{}:{}:",
                 std::process::id(),
@@ -423,15 +423,13 @@ async fn simulated_io_work_serializes_the_actor_but_not_the_others() {
     assert_eq!(time_for_simultaneous_checks(&actor, 64).await, 64 * MS);
 
     // Sixteen shards: as long as the busiest shard's queue.
-    let context = BuildContext::new(clock.clone());
-    let sharded = ActorBackend::start(&with_work(BackendKind::Sharded), 16, &context);
+    let sharded = start_with(with_work(BackendKind::Sharded), &clock);
     let policy = ten_per_second_burst_five();
     let mut per_shard = [0u32; 16];
     for i in 0..64 {
-        per_shard[sharded.shard_of(&format!("client-{i}"), &policy).unwrap()] += 1;
+        per_shard[shard_for(&format!("client-{i}"), &policy, 16).unwrap()] += 1;
     }
     let busiest = *per_shard.iter().max().unwrap();
-    let sharded: Arc<dyn Backend> = Arc::new(sharded);
     assert_eq!(
         time_for_simultaneous_checks(&sharded, 64).await,
         busiest * MS
@@ -446,24 +444,57 @@ async fn simulated_io_work_serializes_the_actor_but_not_the_others() {
     assert_eq!(time_for_simultaneous_checks(&concurrent, 64).await, MS);
 }
 
+/// The backends whose checks wait in a mailbox, and so can time out behind a backlog: the
+/// actor and sharded backends, bare and behind the check pool (whose workers call them with
+/// the same `call_timeout`). The others are exempt: the concurrent map has no queue (each
+/// caller does its own work on its own task, so there is no backlog to wait behind, and no
+/// call timeout to apply), and the redis backend's wait is bounded by `redis.command_timeout`
+/// instead, which its own tests and the end-to-end outage test cover.
+fn mailbox_variants() -> Vec<(String, BackendConfig)> {
+    variants()
+        .into_iter()
+        .filter(|(_, config)| matches!(config.kind, BackendKind::Actor | BackendKind::Sharded))
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_backlog_past_the_call_timeout_times_out() {
-    let clock = Arc::new(ManualClock::default());
-    let backend = start_with(
-        BackendConfig {
-            call_timeout: 5 * MS,
-            simulated_work: Some(SimulatedWork {
-                kind: WorkKind::Sleep,
-                duration: 10 * MS,
-            }),
-            ..config(BackendKind::Actor)
-        },
-        &clock,
-    );
-    assert_eq!(
-        backend.check("k", &ten_per_second_burst_five(), 1).await,
-        Err(CheckError::Timeout)
-    );
+    // Three checks of one key (so one shard) arrive together; each takes 2 ms in the state
+    // owner and may wait 5 ms: the first two are answered at 2 and 4 ms, the third would be at
+    // 6 ms, and times out instead.
+    let policy = ten_per_second_burst_five();
+    for (name, config) in mailbox_variants() {
+        let clock = Arc::new(ManualClock::default());
+        let backend = start_with(
+            BackendConfig {
+                call_timeout: 5 * MS,
+                simulated_work: Some(SimulatedWork {
+                    kind: WorkKind::Sleep,
+                    duration: 2 * MS,
+                }),
+                ..config
+            },
+            &clock,
+        );
+        until_ready(&backend).await;
+        let started = tokio::time::Instant::now();
+        // `join!` polls in order, so the checks reach the mailbox in order.
+        let check = || async {
+            let result = backend.check("k", &policy, 1).await;
+            (result.map(|decision| decision.allowed), started.elapsed())
+        };
+        let (first, second, third) = tokio::join!(check(), check(), check());
+        assert_eq!(
+            [first, second, third],
+            [
+                (Ok(true), 2 * MS),
+                (Ok(true), 4 * MS),
+                (Err(CheckError::Timeout), 5 * MS)
+            ],
+            "{name}"
+        );
+        backend.shutdown().await;
+    }
 }
 
 #[tokio::test]

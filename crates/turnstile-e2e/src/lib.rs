@@ -11,7 +11,7 @@
 //!   gateway under load with injected faults; `promtool` on the shipped configuration.
 //! - `tests/dashboards.rs`: the dashboards' structure and the metrics they name (no tools).
 //! - `tests/redis.rs`: three gateway processes on one Redis hold one global limit; a Redis
-//!   killed and restarted under load ([`RedisServer`], [`GatewayProcess`]).
+//!   killed and restarted under load ([`RedisServer`], gateways from [`start_gateway`]).
 //! - `tests/nginx.rs`: the shipped `auth_request` configuration in a real nginx.
 //! - `tests/deploy.rs`: compose, Prometheus, Grafana, Dockerfile and Kubernetes files agree
 //!   with the code and each other (no tools).
@@ -266,65 +266,14 @@ pub fn gateway_binary() -> PathBuf {
     binary
 }
 
-/// A `turnstile` process on a loopback port, configured by a TOML file, killed when dropped.
-pub struct GatewayProcess {
-    /// Where it serves.
-    pub address: std::net::SocketAddr,
-    process: Process,
-}
-
-impl GatewayProcess {
-    /// Starts the gateway with `config_toml` (plus `listen = 127.0.0.1:0`) and waits until it
-    /// logs the address it bound.
-    pub async fn start(dir: &Path, name: &str, config_toml: &str) -> Self {
-        let config_path = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config_path,
-            format!("listen = \"127.0.0.1:0\"\n{config_toml}"),
-        )
-        .expect("write the gateway's config");
-        let log = dir.join(format!("{name}.log"));
-        let config_flag = config_path
-            .to_str()
-            .expect("a UTF-8 scratch path")
-            .to_owned();
-        let mut process = Process::start(
-            name,
-            &gateway_binary(),
-            &["--config", &config_flag],
-            log.clone(),
-        );
-        let address = wait_until(
-            "the gateway to log its address",
-            Duration::from_secs(30),
-            || {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let address = text
-                    .lines()
-                    .find(|line| line.contains("turnstile listening"))
-                    .and_then(|line| line.split("address=").nth(1))
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|address| address.parse().ok());
-                async move { address }
-            },
-        )
-        .await;
-        process.assert_running();
-        Self { address, process }
-    }
-
-    /// `http://<address>`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    /// Panics, with its log, if it has exited (a panic or a crash).
-    pub fn assert_running(&mut self) {
-        self.process.assert_running();
-    }
-
-    /// Its log so far.
-    pub fn log(&self) -> String {
-        self.process.log()
-    }
+/// A gateway configured by `config_toml` (plus `listen = 127.0.0.1:0`), started in-process
+/// through the gateway's own harness; stopped when dropped. No `TURNSTILE_*` variable of the
+/// test process applies to it.
+pub fn start_gateway(config_toml: &str) -> turnstile_gateway::testing::RunningGateway {
+    let config = turnstile_gateway::Config::from_toml(
+        &["listen = \"127.0.0.1:0\"", config_toml],
+        &std::collections::BTreeMap::<String, String>::new(),
+    )
+    .expect("a valid gateway configuration");
+    turnstile_gateway::testing::spawn(config).expect("the gateway starts")
 }

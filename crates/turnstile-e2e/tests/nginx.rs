@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use turnstile_e2e::{
-    GatewayProcess, Process, external_tool, free_port, http_client, scratch_dir, wait_until,
+    Process, external_tool, free_port, http_client, scratch_dir, start_gateway, wait_until,
     workspace_root,
 };
 
@@ -38,7 +38,7 @@ async fn nginx_auth_request_admits_limits_with_429_and_fails_closed_when_turnsti
     let app = axum::Router::new().fallback(|| async { "hello from the application" });
     tokio::spawn(async move { axum::serve(app_listener, app).await });
 
-    let mut turnstile = GatewayProcess::start(dir.path(), "turnstile", TURNSTILE_CONFIG).await;
+    let turnstile = start_gateway(TURNSTILE_CONFIG);
 
     // The shipped file, with its three addresses pointed at this test's ports.
     let shipped =
@@ -108,7 +108,6 @@ async fn nginx_auth_request_admits_limits_with_429_and_fails_closed_when_turnsti
     assert!(limited.text().await.unwrap().contains("rate_limited"));
 
     // No limiter, no pass: nginx refuses rather than letting traffic through unchecked.
-    turnstile.assert_running();
     drop(turnstile);
     let unavailable = client.get(&url).send().await.unwrap();
     assert_eq!(unavailable.status(), 503);

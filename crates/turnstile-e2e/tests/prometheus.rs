@@ -21,7 +21,7 @@ use turnstile_e2e::{
     Process, external_tool, free_port, http_client, parse_json, scratch_dir, wait_until,
     workspace_root,
 };
-use turnstile_load::compare::LocalGateway;
+use turnstile_load::compare::start_gateway;
 use turnstile_load::engine::{self, RunOptions, Target};
 use turnstile_load::scenario::Scenario;
 
@@ -201,10 +201,9 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         return;
     };
     let settings: toml::Table = toml::from_str(GATEWAY_SETTINGS).unwrap();
-    let sharded =
-        LocalGateway::start(BackendKind::Sharded, &settings, &toml::Table::new()).unwrap();
+    let sharded = start_gateway(BackendKind::Sharded, &settings, &toml::Table::new()).unwrap();
     let concurrent =
-        LocalGateway::start(BackendKind::Concurrent, &settings, &toml::Table::new()).unwrap();
+        start_gateway(BackendKind::Concurrent, &settings, &toml::Table::new()).unwrap();
     let dir = scratch_dir();
     let prometheus = Prometheus::start(
         &binary,
@@ -233,11 +232,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     ];
     let options = RunOptions {
         label: "dashboards-proof".into(),
-        admin: Some(
-            Target::parse(&format!("http://{}", sharded.admin))
-                .await
-                .unwrap(),
-        ),
+        admin: Some(Target::parse(&sharded.admin_url().unwrap()).await.unwrap()),
         admin_token: None,
         progress: false,
     };
@@ -323,6 +318,6 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "{} dashboard queries evaluated with data (in {rounds} round(s))",
         queries.len()
     );
-    sharded.stop();
-    concurrent.stop();
+    sharded.stop().unwrap();
+    concurrent.stop().unwrap();
 }

@@ -14,32 +14,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 use turnstile_backend::{BackendKind, KillError, KillTarget};
 
-use crate::AppState;
-use crate::error::ApiError;
+use crate::api::admin::{self as paths, PoisonRequest, SlowRequest, SwitchRequest};
+use crate::error::{ApiError, method_not_allowed};
+use crate::extract::AppJson;
+use crate::state::AppState;
 
 /// The admin router.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/admin/supervision", get(supervision))
-        .route("/admin/crash/actor", post(crash_actor))
-        .route("/admin/crash/shard/{index}", post(crash_shard))
-        .route("/admin/crash/worker", post(crash_worker))
-        .route("/admin/poison", post(poison))
-        .route("/admin/slow", post(slow))
-        .route("/admin/backend", post(switch_backend))
+        .route(paths::SUPERVISION, get(supervision))
+        .route(paths::CRASH_ACTOR, post(crash_actor))
+        .route(paths::CRASH_SHARD, post(crash_shard))
+        .route(paths::CRASH_WORKER, post(crash_worker))
+        .route(paths::POISON, post(poison))
+        .route(paths::SLOW, post(slow))
+        .route(paths::BACKEND, post(switch_backend))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(crate::routes::method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token,
@@ -58,21 +58,11 @@ async fn require_token(
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
+        if presented != Some(token.expose()) {
             return ApiError::Unauthorized.into_response();
         }
     }
     next.run(request).await
-}
-
-/// Maps axum's JSON rejections onto our errors, so admin input errors look like API ones.
-fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    match payload {
-        Ok(Json(value)) => Ok(value),
-        Err(JsonRejection::JsonDataError(error)) => Err(ApiError::InvalidField(error.body_text())),
-        Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-        Err(rejection) => Err(ApiError::InvalidJson(rejection.body_text())),
-    }
 }
 
 async fn supervision(State(state): State<Arc<AppState>>) -> Response {
@@ -104,19 +94,10 @@ async fn crash_worker(State(state): State<Arc<AppState>>) -> Result<Response, Ap
     kill(&state, KillTarget::PoolWorker, "pool worker".into()).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PoisonRequest {
-    key: String,
-    #[serde(default)]
-    policy: Option<String>,
-}
-
 async fn poison(
     State(state): State<Arc<AppState>>,
-    payload: Result<Json<PoisonRequest>, JsonRejection>,
+    AppJson(request): AppJson<PoisonRequest>,
 ) -> Result<Response, ApiError> {
-    let request = body(payload)?;
     let policy = state.policies.resolve(request.policy.as_deref())?;
     state.faults().poison(policy.policy.id(), &request.key)?;
     state.metrics.record_fault("poison");
@@ -124,20 +105,10 @@ async fn poison(
     Ok(Json(json!({ "poisoned": request.key, "policy": policy.name })).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SlowRequest {
-    #[serde(with = "humantime_serde")]
-    delay: Duration,
-    #[serde(with = "humantime_serde")]
-    duration: Duration,
-}
-
 async fn slow(
     State(state): State<Arc<AppState>>,
-    payload: Result<Json<SlowRequest>, JsonRejection>,
+    AppJson(request): AppJson<SlowRequest>,
 ) -> Result<Response, ApiError> {
-    let request = body(payload)?;
     if request.delay > Duration::from_secs(60) || request.duration > Duration::from_secs(3600) {
         return Err(ApiError::InvalidField(
             "`delay` must be at most 60s and `duration` at most 1h".into(),
@@ -153,23 +124,16 @@ async fn slow(
     .into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SwitchRequest {
-    backend: BackendKind,
-}
-
 async fn switch_backend(
     State(state): State<Arc<AppState>>,
-    payload: Result<Json<SwitchRequest>, JsonRejection>,
+    AppJson(request): AppJson<SwitchRequest>,
 ) -> Result<Response, ApiError> {
-    let request = body(payload)?;
     state
         .switch_backend(request.backend)
         .await
         .map_err(|error| {
-            tracing::error!(%error, "backend switch failed");
-            ApiError::Internal
+            tracing::warn!(%error, to = %request.backend, "backend switch refused");
+            ApiError::SwitchRefused(error)
         })?;
     state.metrics.record_fault("switch");
     Ok(Json(json!({ "backend": request.backend })).into_response())

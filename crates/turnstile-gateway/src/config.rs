@@ -7,6 +7,7 @@
 //! field the same way.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,10 +18,12 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use turnstile_backend::{
     BackendConfig, BackendKind, FullPolicy, MailboxConfig, PoolConfig, RedisClock, RedisConfig,
-    RestartType, SimulatedWork, Strategy, SupervisorConfig,
+    RedisUrl, RestartType, SimulatedWork, Strategy, SupervisorConfig,
 };
 
-/// Everything the gateway is configured with. See the README's configuration reference.
+/// Everything the gateway is configured with. See the README's configuration reference (a
+/// test holds it, the CLI and `deploy/turnstile.example.toml` to these fields). `Debug` hides
+/// the admin token and any password in the Redis URL, so the whole value can be logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -73,7 +76,7 @@ pub struct Config {
     /// The admin listener (fault injection, supervision state, backend switch). Off unless set.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin API requires; mandatory when `admin_listen` is not loopback.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// The demo gateway route (every path not otherwise routed).
     pub gateway: GatewayRoute,
     /// The `/v1/forward-auth` endpoint for proxies' external-auth hooks.
@@ -81,9 +84,34 @@ pub struct Config {
     /// Named policies.
     pub policies: BTreeMap<String, PolicyConfig>,
     /// The Redis the `redis` backend keeps its state in (`TURNSTILE_REDIS_URL`).
-    pub redis_url: String,
+    pub redis_url: RedisUrl,
     /// The `redis` backend's pool, timeouts and key prefix.
     pub redis: RedisSettings,
+}
+
+/// A value that must not be logged: `Debug` shows `"<redacted>"`; [`Secret::expose`] is the
+/// one way to read it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(secret: &str) -> Self {
+        Self(secret.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
 }
 
 /// The `redis` backend's settings other than its URL.
@@ -209,10 +237,92 @@ pub enum FailureMode {
     Closed,
 }
 
+impl From<FullPolicy> for MailboxWhenFull {
+    fn from(policy: FullPolicy) -> Self {
+        match policy {
+            FullPolicy::Reject => Self::Reject,
+            FullPolicy::Wait => Self::Wait,
+        }
+    }
+}
+
+impl From<MailboxWhenFull> for FullPolicy {
+    fn from(name: MailboxWhenFull) -> Self {
+        match name {
+            MailboxWhenFull::Reject => Self::Reject,
+            MailboxWhenFull::Wait => Self::Wait,
+        }
+    }
+}
+
+impl From<Strategy> for StrategyName {
+    fn from(strategy: Strategy) -> Self {
+        match strategy {
+            Strategy::OneForOne => Self::OneForOne,
+            Strategy::OneForAll => Self::OneForAll,
+        }
+    }
+}
+
+impl From<StrategyName> for Strategy {
+    fn from(name: StrategyName) -> Self {
+        match name {
+            StrategyName::OneForOne => Self::OneForOne,
+            StrategyName::OneForAll => Self::OneForAll,
+        }
+    }
+}
+
+impl From<RestartType> for RestartName {
+    fn from(restart: RestartType) -> Self {
+        match restart {
+            RestartType::Permanent => Self::Permanent,
+            RestartType::Transient => Self::Transient,
+            RestartType::Temporary => Self::Temporary,
+        }
+    }
+}
+
+impl From<RestartName> for RestartType {
+    fn from(name: RestartName) -> Self {
+        match name {
+            RestartName::Permanent => Self::Permanent,
+            RestartName::Transient => Self::Transient,
+            RestartName::Temporary => Self::Temporary,
+        }
+    }
+}
+
+impl From<&SupervisorConfig> for Supervision {
+    fn from(config: &SupervisorConfig) -> Self {
+        Self {
+            strategy: config.strategy.into(),
+            restart: config.restart.into(),
+            max_restarts: config.max_restarts,
+            window: config.window,
+            backoff: config.backoff_base,
+            backoff_max: config.backoff_max,
+            cool_off: config.cool_off,
+        }
+    }
+}
+
 impl Default for Config {
+    /// The gateway's own defaults, and the backend, supervisor and redis crates' defaults for
+    /// what those own: each default is written once, where its meaning lives.
     fn default() -> Self {
         let backend = BackendConfig::default();
         let redis = &backend.redis;
+        let (mailbox_capacity, mailbox_when_full) = match backend.mailbox {
+            MailboxConfig::Bounded {
+                capacity,
+                when_full,
+            } => (capacity, when_full.into()),
+            MailboxConfig::Unbounded => (
+                BackendConfig::DEFAULT_MAILBOX_CAPACITY,
+                MailboxWhenFull::Reject,
+            ),
+        };
         let policy = |limit, period, burst| PolicyConfig {
             limit,
             period,
@@ -223,29 +333,23 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             backend: backend.kind,
             shards: backend.shards,
-            mailbox_capacity: 1024,
-            mailbox_when_full: MailboxWhenFull::Reject,
-            mailbox_unbounded: false,
+            mailbox_capacity,
+            mailbox_when_full,
+            mailbox_unbounded: matches!(backend.mailbox, MailboxConfig::Unbounded),
             call_timeout: backend.call_timeout,
             max_keys: backend.max_keys,
             sweep_interval: backend.sweep_interval,
-            simulated_work: None,
+            simulated_work: backend.simulated_work,
             shutdown_grace: Duration::from_secs(10),
             body_limit_bytes: 4096,
             legacy_ratelimit_headers: false,
             trusted_proxies: Vec::new(),
             ipv6_prefix_len: 64,
-            pool_size: 0,
-            pool_wait_timeout: Duration::from_secs(1),
-            supervision: Supervision {
-                strategy: StrategyName::OneForOne,
-                restart: RestartName::Permanent,
-                max_restarts: 3,
-                window: Duration::from_secs(5),
-                backoff: Duration::from_millis(10),
-                backoff_max: Duration::from_secs(1),
-                cool_off: Duration::from_secs(10),
-            },
+            pool_size: backend.pool.map_or(0, |pool| pool.size),
+            pool_wait_timeout: backend
+                .pool
+                .map_or(PoolConfig::DEFAULT_WAIT_TIMEOUT, |pool| pool.wait_timeout),
+            supervision: Supervision::from(&backend.supervisor),
             max_concurrent_requests: 4096,
             request_timeout: Duration::from_secs(30),
             admin_listen: None,
@@ -304,46 +408,51 @@ impl Config {
     /// Loads the layered configuration: defaults, then `file` (if given), then `TURNSTILE_*`
     /// environment variables, then `overrides` (the command line), and validates it.
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
-        // Built-in policies are not merged field by field with the user's: a user who writes
-        // `[policies.default] limit = 3` means a policy of 3 (burst 3), not the built-in one's
-        // burst of 50 with a new limit. So the layers are extracted without built-in policies,
-        // and the built-in ones the user did not mention are added back whole.
-        let mut figment = Figment::from(Serialized::defaults(Config::base_layer()));
+        let mut figment = Self::base_figment();
         if let Some(file) = file {
             if !file.is_file() {
                 return Err(ConfigError::MissingFile(file.to_owned()));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let mut config: Config = figment
-            .merge(
-                Env::prefixed("TURNSTILE_")
-                    .split("__")
-                    // Read by the binary itself, not configuration keys.
-                    .ignore(&["config", "log"]),
-            )
-            .merge(Serialized::defaults(overrides))
-            .extract()
-            .map_err(Box::new)?;
-        config.add_unmentioned_built_in_policies();
-        config.validate()?;
-        Ok(config)
+        let figment = figment.merge(
+            Env::prefixed("TURNSTILE_")
+                .split("__")
+                // Read by the binary itself, not configuration keys.
+                .ignore(&["config", "log"]),
+        );
+        Self::finish(figment.merge(Serialized::defaults(overrides)))
     }
 
-    /// The bottom layer for figment: the defaults without the built-in policies (see
-    /// [`Config::load`]); finish with [`Config::add_unmentioned_built_in_policies`].
-    pub fn base_layer() -> Self {
-        Self {
+    /// The configuration from TOML texts (later ones win), then `overrides`, validated: no
+    /// file and no environment, for gateways started in-process (tests, `turnstile-load
+    /// compare`), whatever `TURNSTILE_*` variables the process has.
+    pub fn from_toml(layers: &[&str], overrides: &impl Serialize) -> Result<Self, ConfigError> {
+        let figment = layers.iter().fold(Self::base_figment(), |figment, layer| {
+            figment.merge(Toml::string(layer))
+        });
+        Self::finish(figment.merge(Serialized::defaults(overrides)))
+    }
+
+    /// The bottom layer: the defaults without the built-in policies. Built-in policies are
+    /// not merged field by field with the user's: a user who writes
+    /// `[policies.default] limit = 3` means a policy of 3 (burst 3), not the built-in one's
+    /// burst of 50 with a new limit. So the layers are extracted without built-in policies,
+    /// and [`Config::finish`] adds back whole the built-in ones the user did not mention.
+    fn base_figment() -> Figment {
+        Figment::from(Serialized::defaults(Self {
             policies: BTreeMap::new(),
             ..Self::default()
-        }
+        }))
     }
 
-    /// Adds each built-in policy the layers above [`Config::base_layer`] did not define.
-    pub fn add_unmentioned_built_in_policies(&mut self) {
+    fn finish(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment.extract().map_err(Box::new)?;
         for (name, policy) in Self::default().policies {
-            self.policies.entry(name).or_insert(policy);
+            config.policies.entry(name).or_insert(policy);
         }
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks what types alone cannot.
@@ -400,7 +509,7 @@ impl Config {
             return Err(invalid("supervision.cool_off", "must be greater than zero"));
         }
         if let Some(token) = &self.admin_token
-            && token.trim().is_empty()
+            && token.expose().trim().is_empty()
         {
             return Err(invalid("admin_token", "must not be empty when set"));
         }
@@ -459,10 +568,7 @@ impl Config {
         } else {
             MailboxConfig::Bounded {
                 capacity: self.mailbox_capacity,
-                when_full: match self.mailbox_when_full {
-                    MailboxWhenFull::Reject => FullPolicy::Reject,
-                    MailboxWhenFull::Wait => FullPolicy::Wait,
-                },
+                when_full: self.mailbox_when_full.into(),
             }
         };
         BackendConfig {
@@ -474,15 +580,8 @@ impl Config {
             sweep_interval: self.sweep_interval,
             simulated_work: self.simulated_work,
             supervisor: SupervisorConfig {
-                strategy: match self.supervision.strategy {
-                    StrategyName::OneForOne => Strategy::OneForOne,
-                    StrategyName::OneForAll => Strategy::OneForAll,
-                },
-                restart: match self.supervision.restart {
-                    RestartName::Permanent => RestartType::Permanent,
-                    RestartName::Transient => RestartType::Transient,
-                    RestartName::Temporary => RestartType::Temporary,
-                },
+                strategy: self.supervision.strategy.into(),
+                restart: self.supervision.restart.into(),
                 max_restarts: self.supervision.max_restarts,
                 window: self.supervision.window,
                 backoff_base: self.supervision.backoff,

@@ -21,7 +21,7 @@
 //!   request is shed only when that many are. A slot is held by the request's future and given
 //!   back when it is dropped, whether it completed, timed out, or the client went away.
 //! - Every request is timed and counted once, by the route it asked for, whatever answered it;
-//!   a client-chosen path is never a label (see [`http_route_index`]).
+//!   a client-chosen path is never a label (see [`Route::of_path`]).
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -35,11 +35,10 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Sleep;
 use tower::Service;
-use turnstile_backend::CheckError;
 
-use crate::AppState;
+use crate::api::Route;
 use crate::error::ApiError;
-use crate::metrics::{http_route_index, is_operational_route};
+use crate::state::AppState;
 
 /// `inner` (the router) behind the gateway's timing, shedding and request timeout.
 #[derive(Clone)]
@@ -68,9 +67,9 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
-        let route = http_route_index(request.uri().path());
+        let route = Route::of_path(request.uri().path());
         let state = Arc::clone(&self.state);
-        let (stage, slot) = if is_operational_route(route) {
+        let (stage, slot) = if route.is_operational() {
             let stage = Stage::Unlimited {
                 inner: self.inner.call(request),
             };
@@ -85,7 +84,7 @@ where
                     (stage, slot)
                 }
                 Err(state) => {
-                    let answer = ready(Ok(overload_response(&state, CheckError::Shed)));
+                    let answer = ready(Ok(overload_response(&state, ApiError::Shed)));
                     (Stage::Answered { answer }, Slot::none(state))
                 }
             }
@@ -158,7 +157,7 @@ pin_project_lite::pin_project! {
         #[pin]
         stage: Stage<F>,
         started: Instant,
-        route: usize,
+        route: Route,
         slot: Slot,
     }
 }
@@ -177,9 +176,12 @@ where
             // The answer first: a request that is done is never turned into a timeout.
             StageProjection::Limited { inner, deadline } => match inner.poll(cx) {
                 Poll::Ready(result) => Poll::Ready(result),
-                Poll::Pending => deadline
-                    .poll(cx)
-                    .map(|()| Ok(overload_response(&this.slot.state, CheckError::Timeout))),
+                Poll::Pending => deadline.poll(cx).map(|()| {
+                    Ok(overload_response(
+                        &this.slot.state,
+                        ApiError::RequestTimeout,
+                    ))
+                }),
             },
         };
         if let Poll::Ready(Ok(response)) = &result {
@@ -195,9 +197,9 @@ where
 }
 
 /// What a shed or timed-out request gets, counted as a drop of the active backend.
-fn overload_response(state: &AppState, dropped: CheckError) -> Response {
+fn overload_response(state: &AppState, dropped: ApiError) -> Response {
     state
         .metrics
-        .record_drop(state.backend.load().kind(), dropped.reason());
-    ApiError::Dropped(dropped).into_response()
+        .record_drop(state.backend_kind(), dropped.code());
+    dropped.into_response()
 }

@@ -1,10 +1,41 @@
-//! The one error type of the HTTP API. Every variant becomes a status and a JSON body
-//! `{"error": "<code>", "message": "<what is wrong>"}`; internals (backend error chains, panics)
-//! never reach the body.
+//! The one error type of the HTTP API. Every variant becomes a status and a JSON
+//! [`ErrorBody`] `{"error": "<code>", "message": "<what is wrong>"}`; internals (backend error
+//! chains, panics) never reach the body.
+//!
+//! A 500 is reachable in two ways only, both bugs of ours: the router served without
+//! connection info, and a failed metrics render.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use turnstile_backend::CheckError;
+use turnstile_backend::{BuildError, CheckError};
+
+use crate::api::ErrorBody;
+use crate::config::ConfigError;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The backend could not be built.
+    #[error("backend: {0}")]
+    Backend(#[from] turnstile_backend::BuildError),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The thread or runtime an in-process gateway runs on could not be started.
+    #[error("cannot start the gateway's runtime: {0}")]
+    Runtime(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// Why a request got no decision.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +96,16 @@ pub enum ApiError {
     /// The backend dropped the check and the policy fails closed.
     #[error("the rate limiter could not decide ({}); the policy fails closed", .0.reason())]
     Dropped(CheckError),
+    /// The gateway is at `max_concurrent_requests`: shed before reaching the backend.
+    #[error("shed: the gateway is at its concurrency limit")]
+    Shed,
+    /// The request ran past `request_timeout`.
+    #[error("the request did not finish within the gateway's request timeout")]
+    RequestTimeout,
+    /// The backend asked for cannot be built from the running configuration; the active
+    /// backend is unchanged.
+    #[error("cannot switch backends: {0}")]
+    SwitchRefused(BuildError),
     /// The admin API needs its bearer token.
     #[error("missing or wrong bearer token")]
     Unauthorized,
@@ -83,6 +124,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The drop reason of a request shed by the gateway: not a backend's, so not among
+    /// [`CheckError::DROP_REASONS`].
+    pub const SHED: &'static str = "shed";
+
+    /// Every drop reason the gateway counts: the backends' and its own.
+    pub fn drop_reasons() -> impl Iterator<Item = &'static str> {
+        CheckError::DROP_REASONS
+            .into_iter()
+            .chain(std::iter::once(Self::SHED))
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::InvalidJson(_) | Self::UnreadableBody(_) | Self::InvalidKeyHeader { .. } => {
@@ -95,7 +147,8 @@ impl ApiError {
             | Self::CostExceedsBurst { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Dropped(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Dropped(_) | Self::Shed | Self::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SwitchRefused(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound | Self::Kill(turnstile_backend::KillError::NoSuchChild(_)) => {
                 StatusCode::NOT_FOUND
@@ -120,6 +173,11 @@ impl ApiError {
             Self::CostExceedsBurst { .. } => "cost_exceeds_burst",
             Self::InvalidKeyHeader { .. } => "invalid_key_header",
             Self::Dropped(error) => error.reason(),
+            Self::Shed => Self::SHED,
+            // The same reason as a backend's own timeout: to the client, both are "no answer
+            // in time", and the drop metric counts them under one reason.
+            Self::RequestTimeout => CheckError::Timeout.reason(),
+            Self::SwitchRefused(_) => "switch_refused",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
@@ -148,13 +206,22 @@ impl From<CheckError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let body = ErrorBody {
+            error: self.code().into(),
+            message: self.to_string().into(),
+            retry_after_ms: None,
+        };
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if let Self::Dropped(_) = self {
+        if let Self::Dropped(_) | Self::Shed | Self::RequestTimeout = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
+}
+
+/// A known route asked with a method it does not serve (the routers' fallback for that).
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

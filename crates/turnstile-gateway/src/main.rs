@@ -1,86 +1,13 @@
 //! The `turnstile` binary: parse flags, load the layered configuration, serve until a signal.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use serde::Serialize;
+use turnstile_gateway::cli::Cli;
 use turnstile_gateway::{Application, Config, shutdown_signal};
 
-/// Turnstile: an HTTP rate limiter with switchable backends (actor, sharded, concurrent, redis).
-///
-/// Every flag overrides the same setting from the environment (`TURNSTILE_*`) and the config
-/// file; see the README's configuration reference for all settings.
-#[derive(Debug, Parser, Serialize)]
-#[command(version, about)]
-struct Cli {
-    /// TOML configuration file.
-    #[arg(long, env = "TURNSTILE_CONFIG")]
-    #[serde(skip)]
-    config: Option<PathBuf>,
-
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<SocketAddr>,
-
-    /// Which backend owns the rate-limit state [default: concurrent].
-    #[arg(long, value_parser = ["actor", "sharded", "concurrent", "redis"])]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    backend: Option<String>,
-
-    /// The Redis the `redis` backend keeps its state in [default: redis://127.0.0.1:6379].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redis_url: Option<String>,
-
-    /// Number of actors for the sharded backend [default: 16].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shards: Option<usize>,
-
-    /// Each actor's mailbox capacity [default: 1024].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mailbox_capacity: Option<usize>,
-
-    /// How long a check waits for an actor's reply, e.g. 5s [default: 5s].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    call_timeout: Option<String>,
-
-    /// The most keys held at once [default: 1000000].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_keys: Option<usize>,
-
-    /// Check-pool workers in front of the backend; 0 disables the pool [default: 0].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pool_size: Option<usize>,
-
-    /// Enable the admin listener (fault injection, supervision state) on this address.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    admin_listen: Option<SocketAddr>,
-
-    /// Instead of serving, ask the gateway configured here whether it is alive (`GET /healthz`
-    /// on its listen address) and exit 0 if so: the container HEALTHCHECK, with no curl in
-    /// the image.
-    #[arg(long, conflicts_with = "readiness_check")]
-    #[serde(skip)]
-    healthcheck: bool,
-
-    /// As `--healthcheck`, but asks whether it is ready to decide (`GET /readyz`: its backend
-    /// is serving; for redis, Redis is reachable): an exec readiness probe.
-    #[arg(long)]
-    #[serde(skip)]
-    readiness_check: bool,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_defaults();
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(

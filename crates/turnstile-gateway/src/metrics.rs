@@ -13,9 +13,10 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use turnstile_backend::{
-    BackendKind, BackendObserver, BackendState, BackendStatus, CheckError, ExitReason,
-};
+use turnstile_backend::{BackendKind, BackendObserver, BackendState, BackendStatus, ExitReason};
+
+use crate::api::Route;
+use crate::error::ApiError;
 
 /// Check latencies span ~1 µs (the concurrent map) to seconds (a backlogged actor, timeouts).
 const CHECK_BUCKETS_SECONDS: &[f64] = &[
@@ -28,35 +29,6 @@ const HTTP_BUCKETS_SECONDS: &[f64] = &[
     5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0, 30.0,
 ];
-
-/// The route templates the gateway serves: a fixed set, so the label stays bounded whatever
-/// paths clients send (every unmatched path is the demo gateway route, `fallback`).
-const HTTP_ROUTES: [&str; 6] = [
-    "/v1/check",
-    "/v1/forward-auth",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "fallback",
-];
-
-/// The index into [`HTTP_ROUTES`] of a request path: one of the router's exact paths, or the
-/// fallback for any other.
-pub(crate) fn http_route_index(path: &str) -> usize {
-    let fallback = HTTP_ROUTES.len() - 1;
-    HTTP_ROUTES[..fallback]
-        .iter()
-        .position(|known| *known == path)
-        .unwrap_or(fallback)
-}
-
-/// Whether the route at `index` of [`HTTP_ROUTES`] is an operational endpoint (health,
-/// readiness, metrics): outside the rate-limited routes' concurrency limit and timeout.
-pub(crate) fn is_operational_route(index: usize) -> bool {
-    HTTP_ROUTES
-        .get(index)
-        .is_some_and(|route| matches!(*route, "/healthz" | "/readyz" | "/metrics"))
-}
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -108,7 +80,7 @@ pub struct Metrics {
     pool_replaced: IntCounterVec,
     faults: IntCounterVec,
     keys_evicted: IntCounterVec,
-    /// Indexed by route (as in [`HTTP_ROUTES`]) and status class, resolved at start-up.
+    /// Indexed by route (as in [`Route::ALL`]) and status class, resolved at start-up.
     http_duration: Vec<[Histogram; 5]>,
 }
 
@@ -163,12 +135,13 @@ impl Metrics {
             &["route", "status_class"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
-        let http_duration = HTTP_ROUTES
+        let http_duration = Route::ALL
             .iter()
             .map(|route| {
-                STATUS_CLASSES.map(|class| http_duration.with_label_values(&[route, class]))
+                STATUS_CLASSES.map(|class| http_duration.with_label_values(&[route.label(), class]))
             })
             .collect();
+        let drop_reasons = ApiError::drop_reasons().collect::<Vec<_>>().join(", ");
         let metrics = Self {
             decisions: counter(
                 &registry,
@@ -179,7 +152,7 @@ impl Metrics {
             dropped: counter(
                 &registry,
                 "turnstile_dropped_checks_total",
-                "Checks that got no decision (crashed, mailbox_full, timeout, unavailable, pool_timeout, shed, table_full), by backend and reason.",
+                &format!("Checks that got no decision ({drop_reasons}), by backend and reason."),
                 &["backend", "reason"],
             )?,
             check_duration,
@@ -269,7 +242,7 @@ impl Metrics {
     fn start_counters_at_zero(&self, shards: usize) {
         for kind in BackendKind::ALL {
             let backend = kind.as_str();
-            for reason in CheckError::DROP_REASONS {
+            for reason in ApiError::drop_reasons() {
                 self.dropped.with_label_values(&[backend, reason]);
             }
             self.escalations.with_label_values(&[backend]);
@@ -332,10 +305,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one HTTP request; `route` indexes [`HTTP_ROUTES`].
-    pub(crate) fn record_http(&self, route: usize, status: u16, elapsed: Duration) {
+    /// Records one HTTP request to `route`.
+    pub(crate) fn record_http(&self, route: Route, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        if let Some(by_class) = self.http_duration.get(route) {
+        if let Some(by_class) = self.http_duration.get(route.index()) {
             by_class[class].observe(elapsed.as_secs_f64());
         }
     }

@@ -2,19 +2,19 @@
 
 use std::collections::HashMap;
 
-use axum::http::HeaderValue;
 use turnstile_core::Policy;
 
 use crate::config::{Config, ConfigError, FailureMode};
 use crate::error::ApiError;
+use crate::headers::PolicyHeaders;
 use crate::metrics::{Metrics, PolicyCounters};
 
-/// A policy with its name, failure mode, header value and counters.
+/// A policy with its name, failure mode, headers and counters.
 pub(crate) struct NamedPolicy {
     pub(crate) name: String,
     pub(crate) policy: Policy,
     pub(crate) failure_mode: FailureMode,
-    pub(crate) policy_header: HeaderValue,
+    pub(crate) headers: PolicyHeaders,
     /// The `message` of a denial on the client-limited routes, written once.
     pub(crate) denied_message: String,
     pub(crate) counters: PolicyCounters,
@@ -39,7 +39,7 @@ impl PolicySet {
             by_name.insert(name.clone(), policies.len());
             policies.push(NamedPolicy {
                 name: name.clone(),
-                policy_header: crate::headers::policy_header(name, policy.limit(), policy.period()),
+                headers: PolicyHeaders::new(name, policy.limit(), policy.period()),
                 denied_message: format!("rate limit exceeded for policy `{name}`"),
                 counters: metrics.policy_counters(name),
                 failure_mode: policy_config.failure_mode,

@@ -1,32 +1,73 @@
-//! The HTTP routes: `/v1/check`, `/v1/forward-auth`, the gateway demo route (every other path),
-//! and the operational endpoints.
+//! The routers and their handlers: `/v1/check`, `/v1/forward-auth`, the gateway route (every
+//! other path), and the operational endpoints, built from [`Route`] so the router and the
+//! metrics' route labels cannot disagree.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any, get, post};
+use axum::{Json, Router};
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::{Deserialize, Serialize};
 use turnstile_backend::{CheckError, MAX_KEY_LEN};
 use turnstile_core::Decision;
 
-use crate::AppState;
+use crate::api::{CheckRequest, CheckResponse, DROPPED_HEADER, ErrorBody, RATE_LIMITED, Route};
 use crate::config::FailureMode;
-use crate::error::ApiError;
+use crate::edge::Edge;
+use crate::error::{ApiError, method_not_allowed};
+use crate::extract::{parse_json, read_json};
 use crate::metrics::{CheckOutcome, Metrics};
 use crate::policies::NamedPolicy;
+use crate::state::AppState;
 
-/// Marks a response that was admitted without a decision because the backend dropped the check
-/// and the policy fails open; the value is the drop reason.
-static DROPPED_HEADER: HeaderName = HeaderName::from_static("turnstile-dropped");
+/// The gateway's HTTP service: the router behind [`Edge`] (timing, shedding, request timeout).
+pub type GatewayService = Edge<Router>;
+
+/// The gateway's HTTP service. Serve it with
+/// `axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>()` so the
+/// client-limited routes know the peer address.
+///
+/// The rate-limited routes are shed past `max_concurrent_requests` in flight (503, counted as
+/// `shed`) rather than queued, and cut off at `request_timeout` (503, counted as `timeout`);
+/// the operational endpoints are not, so health checks and scrapes still answer when the
+/// gateway is saturated. See [`Edge`].
+pub fn app(state: Arc<AppState>) -> GatewayService {
+    let router = Route::ALL
+        .into_iter()
+        .filter_map(|route| Some((route.path()?, handler(route)?)))
+        .fold(Router::new(), |router, (path, handler)| {
+            router.route(path, handler)
+        })
+        // `Route::Gateway`: every path that is no other route's.
+        .fallback(gateway)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Arc::clone(&state));
+    Edge::new(router, state)
+}
+
+/// What serves each route with a path (the gateway route is the router's fallback).
+fn handler(route: Route) -> Option<MethodRouter<Arc<AppState>>> {
+    Some(match route {
+        Route::Check => post(check),
+        Route::ForwardAuth => any(forward_auth),
+        Route::Healthz => get(healthz),
+        Route::Readyz => get(readyz),
+        Route::Metrics => get(metrics),
+        Route::Gateway => return None,
+    })
+}
+
+/// The admin router (fault injection, supervision state, backend switch), for the admin
+/// listener and for tests.
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    crate::admin::router(state)
+}
 
 /// What a check came to.
 enum Outcome {
@@ -86,56 +127,10 @@ async fn decide(
     }
 }
 
-/// The body of `POST /v1/check`. Borrowed where it can be, so a plain key costs no copy.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckRequest<'a> {
-    #[serde(borrow)]
-    key: Cow<'a, str>,
-    #[serde(borrow, default)]
-    policy: Option<Cow<'a, str>>,
-    #[serde(default)]
-    cost: Option<u32>,
-}
-
-/// The answer of `POST /v1/check`.
-#[derive(Serialize)]
-struct CheckResponse {
-    allowed: bool,
-    limit: u32,
-    remaining: u32,
-    reset_after_ms: u64,
-    retry_after_ms: Option<u64>,
-    /// Present only when the check was dropped and the policy failed open.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dropped: Option<&'static str>,
-}
-
 fn millis_ceil(duration: std::time::Duration) -> u64 {
     let millis = duration.as_millis();
     let rounded = millis + u128::from(!duration.as_nanos().is_multiple_of(1_000_000));
     u64::try_from(rounded).unwrap_or(u64::MAX)
-}
-
-/// `application/json`, or any `application/*+json`, parameters ignored.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    let Some((kind, subtype)) = essence.split_once('/') else {
-        return false;
-    };
-    let structured_json = subtype
-        .len()
-        .checked_sub(5)
-        .and_then(|start| subtype.get(start..))
-        .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
-    kind.eq_ignore_ascii_case("application")
-        && (subtype.eq_ignore_ascii_case("json") || structured_json)
 }
 
 /// `POST /v1/check`: a decision for an explicit key. A denial is a decision (200), not an error.
@@ -143,32 +138,11 @@ pub(crate) async fn check(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // The content type is read in place (a `HeaderMap` extractor would copy every header).
-    if !is_json(request.headers()) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    // The limit is applied here rather than by a `DefaultBodyLimit` layer: this is the only
-    // route that reads a body, and a router-wide layer costs every request a boxed service.
-    let body = Limited::new(request.into_body(), state.body_limit_bytes)
-        .collect()
-        .await
-        .map_err(|error| {
-            if error.is::<LengthLimitError>() {
-                ApiError::BodyTooLarge {
-                    limit: state.body_limit_bytes,
-                }
-            } else {
-                ApiError::UnreadableBody(error.to_string())
-            }
-        })?
-        .to_bytes();
-    let request: CheckRequest<'_> = serde_json::from_slice(&body).map_err(|error| {
-        if error.is_data() {
-            ApiError::InvalidField(error.to_string())
-        } else {
-            ApiError::InvalidJson(error.to_string())
-        }
-    })?;
+    // Taken apart rather than extracted: a `HeaderMap` extractor would copy every header,
+    // and the body is parsed borrowing from its bytes (no copy of the key).
+    let (parts, body) = request.into_parts();
+    let body = read_json(&parts.headers, body, state.body_limit_bytes).await?;
+    let request: CheckRequest<'_> = parse_json(&body)?;
     if request.key.is_empty() {
         return Err(ApiError::EmptyKey);
     }
@@ -201,18 +175,10 @@ pub(crate) async fn check(
             remaining: 0,
             reset_after_ms: 0,
             retry_after_ms: None,
-            dropped: Some(error.reason()),
+            dropped: Some(error.reason().into()),
         },
     };
     Ok(Json(response).into_response())
-}
-
-/// The body of a denial on the client-limited routes: the shape of every JSON error.
-#[derive(Serialize)]
-struct Denied<'a> {
-    error: &'static str,
-    message: &'a str,
-    retry_after_ms: Option<u64>,
 }
 
 /// Which client-limited route is answering.
@@ -292,16 +258,15 @@ async fn limit_client_inner(
                     ClientRoute::Gateway => (StatusCode::OK, "ok\n").into_response(),
                 }
             } else {
-                let body = Denied {
-                    error: "rate_limited",
-                    message: &policy.denied_message,
+                let body = ErrorBody {
+                    error: RATE_LIMITED.into(),
+                    message: policy.denied_message.as_str().into(),
                     retry_after_ms: decision.retry_after.map(millis_ceil),
                 };
                 (deny_status, Json(body)).into_response()
             };
-            crate::headers::insert(
+            policy.headers.insert(
                 response.headers_mut(),
-                policy,
                 &decision,
                 state.legacy_ratelimit_headers,
             );
@@ -361,9 +326,4 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
         text,
     )
         .into_response())
-}
-
-/// A known route asked with a method it does not serve.
-pub(crate) async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
 }

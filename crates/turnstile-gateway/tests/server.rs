@@ -1,46 +1,47 @@
-//! The gateway on a real socket: `spawn_app` on a random loopback port, graceful shutdown that
+//! The gateway on a real socket: `testing::spawn` on a random loopback port, graceful shutdown that
 //! lets in-flight requests finish, and the binary refusing a bad configuration.
 
 // Test code: a panic is how a failure is reported. The lints guard the request path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use turnstile_backend::{BackendKind, SimulatedWork, WorkKind};
-use turnstile_gateway::{Application, Config};
+use turnstile_gateway::Config;
+use turnstile_gateway::testing::{self, RunningGateway};
 
-struct RunningApp {
-    address: SocketAddr,
-    admin: Option<SocketAddr>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn spawn_app(config: Config) -> RunningApp {
-    let config = Config {
+/// A gateway on loopback ports, through the crate's one harness.
+fn spawn_app(config: Config) -> RunningGateway {
+    testing::spawn(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..config
-    };
-    let application = Application::build(config).await.expect("starts");
-    let address = application.local_addr().unwrap();
-    let admin = application.admin_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(application.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    RunningApp {
-        address,
-        admin,
-        stop,
-        server,
+    })
+    .expect("starts")
+}
+
+/// Polls (real time, generously) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    panic!("timed out waiting for {what}");
+}
+
+/// Stops the gateway and waits for it, off the async worker.
+async fn stop(app: RunningGateway) {
+    tokio::task::spawn_blocking(move || app.stop())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn serves_over_tcp_and_identifies_the_peer() {
-    let app = spawn_app(Config::default()).await;
+    let app = spawn_app(Config::default());
     let client = reqwest::Client::new();
     let response = client
         .post(format!("http://{}/v1/check", app.address))
@@ -59,23 +60,21 @@ async fn serves_over_tcp_and_identifies_the_peer() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("ratelimit"));
-    app.stop.send(()).unwrap();
-    app.server.await.unwrap().unwrap();
+    stop(app).await;
 }
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
     // The single actor takes 1.5 s per check, so a request is in flight when the shutdown
     // arrives. (Real time, but nothing here asserts a duration.)
-    let app = spawn_app(Config {
+    let mut app = spawn_app(Config {
         backend: BackendKind::Actor,
         simulated_work: Some(SimulatedWork {
             kind: WorkKind::Sleep,
             duration: Duration::from_millis(1500),
         }),
         ..Config::default()
-    })
-    .await;
+    });
     let url = format!("http://{}/v1/check", app.address);
     let in_flight = tokio::spawn({
         let url = url.clone();
@@ -87,10 +86,13 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
                 .await
         }
     });
-    // Give the request ample time to reach the actor, whose 1.5 s of work then keeps it in
-    // flight across the shutdown.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    app.stop.send(()).unwrap();
+    // Once the request is in flight (the actor's 1.5 s of work keeps it there), shut down.
+    let state = std::sync::Arc::clone(app.state());
+    until("the request to be in flight", || {
+        state.requests_in_flight() == 1
+    })
+    .await;
+    app.begin_stop();
     let response = in_flight
         .await
         .unwrap()
@@ -98,7 +100,10 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["allowed"], true, "decided, not dropped: {body}");
-    app.server.await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || app.wait())
+        .await
+        .unwrap()
+        .unwrap();
     let refused = reqwest::Client::new()
         .post(&url)
         .json(&serde_json::json!({"key": "x"}))
@@ -183,8 +188,7 @@ async fn the_admin_listener_injects_faults_on_a_running_gateway() {
         backend: BackendKind::Sharded,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
-    })
-    .await;
+    });
     let admin = app.admin.expect("admin listener enabled");
     let client = reqwest::Client::new();
     let crashed = client
@@ -233,8 +237,7 @@ async fn the_admin_listener_injects_faults_on_a_running_gateway() {
         "answered by the demo gateway route, not the admin API"
     );
     assert_eq!(public.text().await.unwrap(), "ok\n");
-    app.stop.send(()).unwrap();
-    app.server.await.unwrap().unwrap();
+    stop(app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,8 +247,7 @@ async fn the_probe_flags_report_liveness_and_readiness_through_the_exit_status()
         backend: BackendKind::Redis,
         redis_url: "redis://127.0.0.1:1".into(),
         ..Config::default()
-    })
-    .await;
+    });
     let probe = |flag: &'static str, listen: String| {
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
@@ -272,8 +274,7 @@ async fn the_probe_flags_report_liveness_and_readiness_through_the_exit_status()
         String::from_utf8_lossy(&not_ready.stderr).contains(" 503"),
         "{not_ready:?}"
     );
-    app.stop.send(()).unwrap();
-    app.server.await.unwrap().unwrap();
+    stop(app).await;
     // Nothing listens there any more.
     let down = probe("--healthcheck", format!("127.0.0.1:{port}"))
         .await

@@ -12,6 +12,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use turnstile_gateway::api::{DROPPED_HEADER, markers};
 
 /// What one request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +75,7 @@ impl Connection {
             let status = response.status();
             let dropped_header = response
                 .headers()
-                .get("turnstile-dropped")
+                .get(&DROPPED_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let body = response.into_body().collect().await?.to_bytes();
@@ -97,16 +98,16 @@ pub fn classify(status: StatusCode, dropped_header: Option<String>, body: &[u8])
     }
     match status {
         StatusCode::OK => {
-            if let Some(reason) = json_string_field(body, b"\"dropped\":\"") {
+            if let Some(reason) = json_string_field(body, markers::DROPPED_PREFIX) {
                 Outcome::Dropped(reason)
-            } else if contains(body, b"\"allowed\":false") {
+            } else if contains(body, markers::DENIED) {
                 Outcome::Limited
             } else {
                 Outcome::Allowed
             }
         }
         StatusCode::TOO_MANY_REQUESTS | StatusCode::FORBIDDEN => Outcome::Limited,
-        StatusCode::SERVICE_UNAVAILABLE => match json_string_field(body, b"\"error\":\"") {
+        StatusCode::SERVICE_UNAVAILABLE => match json_string_field(body, markers::ERROR_PREFIX) {
             Some(reason) => Outcome::Dropped(reason),
             None => Outcome::Error(status),
         },

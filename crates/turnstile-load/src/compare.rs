@@ -6,113 +6,32 @@
 //! `[gateway]` settings, the load generator trusted as a proxy (so `X-Forwarded-For` sets the
 //! client IP), and an admin listener for the scenario's faults.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
 use serde::Serialize;
 use turnstile_backend::{BackendKind, SimulatedWork};
-use turnstile_gateway::{Application, Config};
+use turnstile_gateway::Config;
+use turnstile_gateway::testing::{self, RunningGateway};
 
 use crate::engine::{self, RunOptions, Target};
 use crate::result::RunResult;
 use crate::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
 
-/// A gateway started by the load generator.
-pub struct LocalGateway {
-    /// Its public address.
-    pub address: SocketAddr,
-    /// Its admin address.
-    pub admin: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl LocalGateway {
-    /// Starts a gateway with `backend`, the scenario's gateway settings, then `extra`, on
-    /// loopback.
-    pub fn start(
-        backend: BackendKind,
-        settings: &toml::Table,
-        extra: &toml::Table,
-    ) -> anyhow::Result<Self> {
-        let config = gateway_config(backend, settings, extra)?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("gateway-{backend}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(anyhow::Error::from(error)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match Application::build(config).await {
-                        Ok(application) => {
-                            let addresses = application
-                                .local_addr()
-                                .map_err(anyhow::Error::from)
-                                .and_then(|public| {
-                                    let admin =
-                                        application.admin_addr().context("admin listener")?;
-                                    Ok((public, admin))
-                                });
-                            let _ = ready_tx.send(addresses);
-                            let _ = application
-                                .run_until_stopped(async move {
-                                    let _ = stopped.await;
-                                })
-                                .await;
-                        }
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(error.into()));
-                        }
-                    }
-                });
-            })?;
-        let (address, admin) = ready_rx
-            .recv()
-            .context("the gateway thread ended before starting")??;
-        Ok(Self {
-            address,
-            admin,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the gateway and waits for it.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for LocalGateway {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
+/// Starts a gateway with `backend`, the scenario's gateway settings, then `extra`, on
+/// loopback ports with an admin listener, through the gateway's own harness.
+pub fn start_gateway(
+    backend: BackendKind,
+    settings: &toml::Table,
+    extra: &toml::Table,
+) -> anyhow::Result<RunningGateway> {
+    let config = gateway_config(backend, settings, extra)?;
+    Ok(testing::spawn(testing::on_loopback(config))?)
 }
 
 /// The gateway configuration for a local run: defaults, then the scenario's settings, then
-/// what the harness needs (backend, loopback ports, trust in the generator, admin listener).
+/// what the harness needs (backend, trust in the generator, no shedding). No `TURNSTILE_*`
+/// variable of this process applies.
 fn gateway_config(
     backend: BackendKind,
     settings: &toml::Table,
@@ -121,26 +40,18 @@ fn gateway_config(
     #[derive(Serialize)]
     struct Harness {
         backend: BackendKind,
-        listen: &'static str,
-        admin_listen: &'static str,
         trusted_proxies: [&'static str; 2],
         max_concurrent_requests: usize,
     }
-    let mut config: Config = Figment::from(Serialized::defaults(Config::base_layer()))
-        .merge(Toml::string(&settings.to_string()))
-        .merge(Toml::string(&extra.to_string()))
-        .merge(Serialized::defaults(Harness {
+    Config::from_toml(
+        &[&settings.to_string(), &extra.to_string()],
+        &Harness {
             backend,
-            listen: "127.0.0.1:0",
-            admin_listen: "127.0.0.1:0",
             trusted_proxies: ["127.0.0.1/32", "::1/128"],
             max_concurrent_requests: 0,
-        }))
-        .extract()
-        .context("the scenario's [gateway] settings are not a valid turnstile configuration")?;
-    config.add_unmentioned_built_in_policies();
-    config.validate()?;
-    Ok(config)
+        },
+    )
+    .context("the scenario's [gateway] settings are not a valid turnstile configuration")
 }
 
 /// One point of the sweep.
@@ -190,17 +101,17 @@ pub async fn compare(
     match targets {
         Targets::Local(backends) => {
             for backend in backends {
-                let gateway = LocalGateway::start(backend, &scenario.gateway, &toml::Table::new())?;
+                let gateway = start_gateway(backend, &scenario.gateway, &toml::Table::new())?;
                 let result = run_against(
                     scenario,
-                    &format!("http://{}", gateway.address),
-                    Some(format!("http://{}", gateway.admin)),
+                    &gateway.url(),
+                    gateway.admin_url(),
                     None,
                     backend.as_str(),
                     progress,
                 )
                 .await;
-                tokio::task::spawn_blocking(move || gateway.stop()).await?;
+                tokio::task::spawn_blocking(move || gateway.stop()).await??;
                 runs.push(result?);
             }
         }
@@ -300,10 +211,10 @@ async fn run_sweep(
                 policies: unlimited_policy(),
             };
             let settings = toml::Table::try_from(settings)?;
-            let gateway = LocalGateway::start(*backend, &toml::Table::new(), &settings)?;
+            let gateway = start_gateway(*backend, &toml::Table::new(), &settings)?;
             let result = engine::run(
                 &point_scenario,
-                &Target::parse(&format!("http://{}", gateway.address)).await?,
+                &Target::parse(&gateway.url()).await?,
                 &RunOptions {
                     label: name.clone(),
                     admin: None,
@@ -312,7 +223,7 @@ async fn run_sweep(
                 },
             )
             .await;
-            tokio::task::spawn_blocking(move || gateway.stop()).await?;
+            tokio::task::spawn_blocking(move || gateway.stop()).await??;
             let result = result?;
             eprintln!(
                 "sweep {name:>12} work {:>10}: {:>9.0} checks/s",

@@ -18,6 +18,7 @@ use hyper::Request;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
+use turnstile_gateway::api::admin;
 
 use crate::client::{Connection, Outcome};
 use crate::result::{Latency, Outcomes, RunResult};
@@ -372,21 +373,24 @@ async fn inject_faults(
 
 fn admin_request(action: &FaultAction, host: &str, token: Option<&str>) -> Request<Full<Bytes>> {
     let (path, body) = match action {
-        FaultAction::CrashActor => ("/admin/crash/actor".to_owned(), String::new()),
-        FaultAction::CrashShard { shard } => (format!("/admin/crash/shard/{shard}"), String::new()),
-        FaultAction::CrashWorker => ("/admin/crash/worker".to_owned(), String::new()),
+        FaultAction::CrashActor => (admin::CRASH_ACTOR.to_owned(), String::new()),
+        FaultAction::CrashShard { shard } => (admin::crash_shard(*shard), String::new()),
+        FaultAction::CrashWorker => (admin::CRASH_WORKER.to_owned(), String::new()),
         FaultAction::Poison { key, policy } => (
-            "/admin/poison".to_owned(),
-            serde_json::json!({ "key": key, "policy": policy.as_deref().unwrap_or("default") })
-                .to_string(),
+            admin::POISON.to_owned(),
+            serde_json::to_string(&admin::PoisonRequest {
+                key: key.clone(),
+                policy: policy.clone(),
+            })
+            .unwrap_or_default(),
         ),
         FaultAction::Slow { delay, duration } => (
-            "/admin/slow".to_owned(),
-            serde_json::json!({
-                "delay": format!("{}ms", delay.as_millis()),
-                "duration": format!("{}ms", duration.as_millis()),
+            admin::SLOW.to_owned(),
+            serde_json::to_string(&admin::SlowRequest {
+                delay: *delay,
+                duration: *duration,
             })
-            .to_string(),
+            .unwrap_or_default(),
         ),
     };
     let mut request = Request::post(path)

@@ -88,7 +88,7 @@ enum Command {
             value_delimiter = ',',
             default_value = "actor,sharded,concurrent"
         )]
-        backends: Vec<String>,
+        backends: Vec<BackendKind>,
         /// Skip the scenario's sweep.
         #[arg(long)]
         no_sweep: bool,
@@ -217,19 +217,7 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                 scenario.sweep = None;
             }
             let targets = if urls.is_empty() {
-                let kinds = backends
-                    .iter()
-                    .map(|name| match name.trim() {
-                        "actor" => Ok(BackendKind::Actor),
-                        "sharded" => Ok(BackendKind::Sharded),
-                        "redis" => Ok(BackendKind::Redis),
-                        "concurrent" => Ok(BackendKind::Concurrent),
-                        other => anyhow::bail!(
-                            "unknown backend `{other}`; valid: actor, sharded, concurrent, redis"
-                        ),
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                Targets::Local(kinds)
+                Targets::Local(backends)
             } else {
                 Targets::Urls {
                     gateways: urls

@@ -9,6 +9,7 @@ use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::SmallRng;
 use rand_distr::Zipf;
+use turnstile_gateway::api::{CheckRequest, Route as GatewayRoute};
 
 use crate::scenario::{KeyDistribution, Route, Traffic};
 
@@ -78,8 +79,14 @@ impl RequestFactory {
             Route::Check => {
                 let policy = &self.policies[self.policy_index.sample(rng)];
                 let cost = self.costs[self.cost_index.sample(rng)];
-                let body = format!(r#"{{"key":"key-{rank}","policy":"{policy}","cost":{cost}}}"#);
-                Request::post("/v1/check")
+                let key = format!("key-{rank}");
+                let body = serde_json::to_vec(&CheckRequest {
+                    key: key.as_str().into(),
+                    policy: Some(policy.as_str().into()),
+                    cost: Some(cost),
+                })
+                .unwrap_or_default();
+                Request::post(GatewayRoute::Check.path().unwrap_or_default())
                     .header(CONTENT_TYPE, "application/json")
                     .body(Full::new(Bytes::from(body)))
             }

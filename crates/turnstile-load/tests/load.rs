@@ -346,21 +346,14 @@ async fn load_spreads_across_targets_and_can_skip_keep_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_carry_the_admin_token_when_the_gateway_requires_one() {
     let settings: toml::Table = toml::from_str("admin_token = \"s3cret-token\"").unwrap();
-    let gateway = turnstile_load::compare::LocalGateway::start(
-        BackendKind::Actor,
-        &settings,
-        &toml::Table::new(),
-    )
-    .unwrap();
+    let gateway =
+        turnstile_load::compare::start_gateway(BackendKind::Actor, &settings, &toml::Table::new())
+            .unwrap();
     let scenario = scenario(
         "name = \"token\"\nrate = 50\nconnections = 1\nduration = \"600ms\"\nwarmup = \"0s\"\n[[faults]]\nat = \"100ms\"\naction = { kind = \"crash_actor\" }",
     );
-    let target = Target::parse(&format!("http://{}", gateway.address))
-        .await
-        .unwrap();
-    let admin = Target::parse(&format!("http://{}", gateway.admin))
-        .await
-        .unwrap();
+    let target = Target::parse(&gateway.url()).await.unwrap();
+    let admin = Target::parse(&gateway.admin_url().unwrap()).await.unwrap();
     let mut options = RunOptions {
         admin: Some(admin),
         ..RunOptions::default()
@@ -372,5 +365,6 @@ async fn faults_carry_the_admin_token_when_the_gateway_requires_one() {
     assert_eq!((accepted.faults_injected, accepted.fault_errors), (1, 0));
     tokio::task::spawn_blocking(move || gateway.stop())
         .await
+        .unwrap()
         .unwrap();
 }

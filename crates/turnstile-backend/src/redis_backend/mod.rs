@@ -14,6 +14,8 @@
 //! answers 503 while Redis is unreachable, and nothing needs restarting when it comes back:
 //! dead connections are discarded on recycle and new ones are made on demand.
 
+mod url;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,6 +29,8 @@ use crate::faults::Faults;
 use crate::state_key::validate_key;
 use crate::status::{BackendState, BackendStatus, KillError, KillTarget, PoolStatus};
 use crate::{Backend, BackendKind, BoxFuture, BuildContext, BuildError, CheckError, CheckFuture};
+
+pub use url::RedisUrl;
 
 /// The GCRA script, run atomically by Redis.
 const GCRA_LUA: &str = include_str!("gcra.lua");
@@ -57,8 +61,8 @@ pub enum RedisClock {
 /// The redis backend's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
+    /// `redis://[user:password@]host:port[/db]` (its `Debug` hides the password).
+    pub url: RedisUrl,
     /// Prepended to every key this backend writes, so several deployments (or other data) can
     /// share one Redis.
     pub key_prefix: String,
@@ -81,7 +85,7 @@ pub struct RedisConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
-            url: "redis://127.0.0.1:6379".into(),
+            url: RedisUrl::from("redis://127.0.0.1:6379"),
             key_prefix: "turnstile:".into(),
             pool_size: 32,
             connect_timeout: Duration::from_secs(1),
@@ -97,7 +101,7 @@ impl RedisConfig {
     /// Checks the settings no pool can be built from.
     pub fn validate(&self) -> Result<(), BuildError> {
         let invalid = |field, problem: String| Err(BuildError::Redis { field, problem });
-        if let Err(error) = redis::IntoConnectionInfo::into_connection_info(self.url.as_str()) {
+        if let Err(error) = redis::IntoConnectionInfo::into_connection_info(self.url.expose()) {
             return invalid(
                 "redis_url",
                 format!(
@@ -130,7 +134,7 @@ struct Health {
 }
 
 /// The Redis-backed backend.
-pub struct RedisBackend {
+pub(crate) struct RedisBackend {
     pool: Pool,
     script: redis::Script,
     key_prefix: String,
@@ -149,13 +153,13 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Builds the pool and starts the readiness probe (inside a tokio runtime). Connects
     /// lazily: a Redis that is down at start-up makes the backend not ready, not unbuildable.
-    pub fn start(config: &RedisConfig, context: &BuildContext) -> Result<Self, BuildError> {
+    pub(crate) fn start(config: &RedisConfig, context: &BuildContext) -> Result<Self, BuildError> {
         config.validate()?;
         let unusable = |error: String| BuildError::Redis {
             field: "redis_url",
             problem: error,
         };
-        let pool = deadpool_redis::Config::from_url(config.url.clone())
+        let pool = deadpool_redis::Config::from_url(config.url.expose())
             .builder()
             .map_err(|error| unusable(error.to_string()))?
             .max_size(config.pool_size.max(1))

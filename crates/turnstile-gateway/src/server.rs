@@ -1,0 +1,160 @@
+//! [`Application`]: binds the listeners, serves until a shutdown future completes, drains, and
+//! stops the backend; [`shutdown_signal`] is that future for the binary (SIGTERM, Ctrl-C).
+//!
+//! # Invariants
+//!
+//! - After the shutdown future completes, no new connection is accepted; requests in flight
+//!   get `shutdown_grace` to finish; then the backend is stopped (actors finish their queues).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::ServiceExt as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use turnstile_core::{Clock, MonotonicClock};
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::routes::{admin_app, app};
+use crate::state::AppState;
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    state: Arc<AppState>,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Validates `config`, builds the backend on the monotonic clock, and binds the listeners.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with_clock(config, Arc::new(MonotonicClock::new())).await
+    }
+
+    /// As [`Application::build`], with an injected clock.
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let state = AppState::new(&config, clock)?;
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Bind { address, source })
+        };
+        let listener = bind(config.listen).await?;
+        let admin_listener = match config.admin_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            admin_listener,
+            state,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The admin listener's address, if it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// for up to the grace period, and stops the backend (actors finish their queues).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stopping = CancellationToken::new();
+        tokio::spawn({
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining in-flight requests");
+                stopping.cancel();
+            }
+        });
+        if let Some(listener) = self.admin_listener {
+            let admin = admin_app(Arc::clone(&self.state));
+            let stopped = stopping.clone();
+            tokio::spawn(async move {
+                let serve =
+                    axum::serve(listener, admin).with_graceful_shutdown(stopped.cancelled_owned());
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "admin listener failed");
+                }
+            });
+        }
+        let service =
+            app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, service)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        let grace = self.shutdown_grace;
+        let grace_expired = async move {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => result?,
+            () = grace_expired => {
+                tracing::warn!(?grace, "grace period over: abandoning requests still in flight");
+            }
+        }
+        self.state.backend().shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+///
+/// The handlers are registered when this is *called*, not when the future is first polled,
+/// so a signal that arrives before the server gets around to waiting for it is not lost to the
+/// default action (which would kill the process without draining). Call it inside a runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {},
+                        _ = interrupt.recv() => {},
+                    }
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(%error, "cannot listen for shutdown signals");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

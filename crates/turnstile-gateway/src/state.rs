@@ -1,0 +1,164 @@
+//! [`AppState`]: what every handler shares, and the run-time backend switch.
+//!
+//! # Invariants
+//!
+//! - A check holds its own `Arc` of the backend it started on, so a switch never cuts a check
+//!   in half; the old backend drains what it has queued, then stops.
+//! - Everything the request path reads per request (policies by index, header names, the
+//!   client-IP resolver) is resolved here once, at start-up.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::http::{HeaderName, StatusCode};
+use turnstile_backend::{Backend, BackendConfig, BackendKind, BuildContext, BuildError};
+use turnstile_core::Clock;
+
+use crate::client_ip::ClientIpResolver;
+use crate::config::{self, Config, Secret};
+use crate::error::StartError;
+use crate::metrics::Metrics;
+use crate::policies::PolicySet;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The active backend. Swapped whole by the admin API's backend switch; each check holds
+    /// its own `Arc` to the backend it started on, so a switch never cuts a check in half.
+    backend: ArcSwap<Arc<dyn Backend>>,
+    /// What the active backend was built from, to build its replacement on a switch.
+    backend_config: BackendConfig,
+    /// Clock, faults and observer, shared by every backend this gateway builds.
+    context: BuildContext,
+    /// Serialises backend switches.
+    switching: tokio::sync::Mutex<()>,
+    pub(crate) policies: PolicySet,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) client_ip: ClientIpResolver,
+    /// Index into `policies` of the gateway route's policy.
+    pub(crate) gateway_policy: usize,
+    /// Index into `policies` of the forward-auth policy.
+    pub(crate) forward_auth_policy: usize,
+    pub(crate) forward_auth_key_header: Option<HeaderName>,
+    pub(crate) forward_auth_deny_status: StatusCode,
+    pub(crate) legacy_ratelimit_headers: bool,
+    pub(crate) body_limit_bytes: usize,
+    pub(crate) max_concurrent_requests: usize,
+    /// Rate-limited requests in flight now, against `max_concurrent_requests` (see
+    /// [`Edge`](crate::Edge)).
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) admin_token: Option<Secret>,
+}
+
+impl AppState {
+    /// Builds the backend and everything the handlers need; time comes from `clock`.
+    ///
+    /// Must be called inside a tokio runtime (backends spawn their tasks).
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::new(config.backend, config.shards)?);
+        let policies = PolicySet::new(config, &metrics)?;
+        let context = BuildContext {
+            clock,
+            faults: Arc::default(),
+            observer: Arc::clone(&metrics) as Arc<dyn turnstile_backend::BackendObserver>,
+        };
+        // Validation guarantees both names exist; resolving them here keeps it that way.
+        let resolve = |field: &str, name: &str| {
+            policies
+                .index_of(name)
+                .ok_or_else(|| config::ConfigError::Invalid {
+                    field: field.into(),
+                    problem: format!("unknown policy `{name}`"),
+                })
+        };
+        let gateway_policy = resolve("gateway.policy", &config.gateway.policy)?;
+        let forward_auth_policy = resolve("forward_auth.policy", &config.forward_auth.policy)?;
+        let backend_config = config.backend_config();
+        let backend = turnstile_backend::build(&backend_config, &context)?;
+        let forward_auth_key_header = config
+            .forward_auth
+            .key_header
+            .as_deref()
+            .map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()))
+            .transpose()
+            .map_err(|_| config::ConfigError::Invalid {
+                field: "forward_auth.key_header".into(),
+                problem: "not a valid HTTP header name".into(),
+            })?;
+        Ok(Arc::new(Self {
+            backend: ArcSwap::from_pointee(backend),
+            backend_config,
+            context,
+            switching: tokio::sync::Mutex::new(()),
+            policies,
+            metrics,
+            client_ip: ClientIpResolver::new(
+                config.trusted_proxies.clone(),
+                config.ipv6_prefix_len,
+            ),
+            gateway_policy,
+            forward_auth_policy,
+            forward_auth_key_header,
+            forward_auth_deny_status: StatusCode::from_u16(config.forward_auth.deny_status)
+                .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+            legacy_ratelimit_headers: config.legacy_ratelimit_headers,
+            body_limit_bytes: config.body_limit_bytes,
+            max_concurrent_requests: config.max_concurrent_requests,
+            in_flight: AtomicUsize::new(0),
+            request_timeout: config.request_timeout,
+            admin_token: config.admin_token.clone(),
+        }))
+    }
+
+    /// The backend serving checks now.
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend.load())
+    }
+
+    /// The kind of the backend serving checks now (no `Arc` taken).
+    pub fn backend_kind(&self) -> BackendKind {
+        self.backend.load().kind()
+    }
+
+    /// Rate-limited requests in flight now (what `max_concurrent_requests` bounds).
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The gateway's metrics (tests read the same counters `/metrics` exports).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The fault injector shared by every backend of this gateway.
+    pub fn faults(&self) -> &turnstile_backend::Faults {
+        &self.context.faults
+    }
+
+    /// Replaces the active backend with a new one of `kind` (same configuration otherwise).
+    /// New checks go to the new backend at once; the old one drains what it has queued, then
+    /// stops. Its keys' state does not carry over. When the new backend cannot be built from
+    /// this configuration (a policy the redis script cannot hold exactly, say), nothing
+    /// changes and the error says why.
+    pub async fn switch_backend(&self, kind: BackendKind) -> Result<(), BuildError> {
+        let _one_at_a_time = self.switching.lock().await;
+        let config = BackendConfig {
+            kind,
+            ..self.backend_config.clone()
+        };
+        if kind == BackendKind::Redis {
+            for named in self.policies.iter() {
+                turnstile_backend::validate_redis_policy(&named.policy)?;
+            }
+        }
+        let replacement = turnstile_backend::build(&config, &self.context)?;
+        let previous = self.backend.swap(Arc::new(replacement));
+        self.metrics.set_active(kind);
+        tracing::warn!(from = %previous.kind(), to = %kind, "backend switched; the old one drains");
+        tokio::spawn(async move { previous.shutdown().await });
+        Ok(())
+    }
+}
