@@ -47,7 +47,7 @@ pub use mailbox::{FullPolicy, MailboxConfig};
 use mailbox::{MailboxReceiver, MailboxSender, SendError};
 pub use supervisor::{
     ChildStatus, ExitReason, NoObserver, RestartType, RestartWindow, Strategy, SupervisionStatus,
-    Supervisor, SupervisorConfig, SupervisorObserver, SupervisorState,
+    Supervisor, SupervisorConfig, SupervisorObserver, SupervisorSpec, SupervisorState,
 };
 
 /// An actor: state owned by one task, changed only by the messages it handles one at a time.

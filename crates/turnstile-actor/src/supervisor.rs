@@ -88,6 +88,42 @@ impl Default for SupervisorConfig {
     }
 }
 
+/// Everything [`Supervisor::start`] needs besides the factory: how many children, how callers
+/// reach them, how they are restarted, and who hears about it.
+///
+/// A struct rather than positional arguments so that each call site names what every value is
+/// for, and a new setting is a new field with no caller to reorder.
+#[derive(Clone)]
+pub struct SupervisorSpec {
+    /// How many children the factory builds (indices `0..children`). Fixed for the
+    /// supervisor's life, because callers route by index (a shard count, for the backends).
+    pub children: usize,
+    /// Each child's mailbox. Every incarnation gets a fresh, empty one: a restart drops the
+    /// old mailbox with the actor, which is how its queued callers learn of the crash.
+    pub mailbox: MailboxConfig,
+    /// The call timeout every incarnation's [`ActorRef`] enforces, so that a caller of a slow
+    /// or stuck child gets [`CallError::Timeout`] instead of waiting forever.
+    pub call_timeout: Duration,
+    /// The restart type, strategy, intensity, backoff and cool-off: when a dead child comes
+    /// back, and when the group gives up.
+    pub supervision: SupervisorConfig,
+    /// Told of every exit, restart, escalation and re-arm, as it happens (the backends turn
+    /// these into metrics and logs); [`NoObserver`] when nobody listens.
+    pub observer: Arc<dyn SupervisorObserver>,
+}
+
+impl std::fmt::Debug for SupervisorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The observer is a trait object with no Debug of its own.
+        f.debug_struct("SupervisorSpec")
+            .field("children", &self.children)
+            .field("mailbox", &self.mailbox)
+            .field("call_timeout", &self.call_timeout)
+            .field("supervision", &self.supervision)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The supervisor's own state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -227,16 +263,19 @@ impl<A: Actor> Clone for Supervisor<A> {
 }
 
 impl<A: Actor> Supervisor<A> {
-    /// Starts `count` children built by `factory(index)` and the task that supervises them.
-    /// Must be called inside a tokio runtime.
+    /// Starts `spec.children` children built by `factory(index)` and the task that supervises
+    /// them. `factory` is called again for every restart. Must be called inside a tokio runtime.
     pub fn start(
-        count: usize,
+        spec: SupervisorSpec,
         factory: impl Fn(usize) -> A + Send + Sync + 'static,
-        mailbox: MailboxConfig,
-        call_timeout: Duration,
-        config: SupervisorConfig,
-        observer: Arc<dyn SupervisorObserver>,
     ) -> Self {
+        let SupervisorSpec {
+            children: count,
+            mailbox,
+            call_timeout,
+            supervision: config,
+            observer,
+        } = spec;
         let shared = Arc::new(Shared {
             slots: (0..count).map(|_| ArcSwapOption::empty()).collect(),
             restarts: (0..count).map(|_| AtomicU64::new(0)).collect(),
@@ -624,12 +663,14 @@ mod tests {
     fn start(children: usize, config: SupervisorConfig) -> (Supervisor<Counter>, Arc<Recorder>) {
         let recorder = Arc::new(Recorder::default());
         let supervisor = Supervisor::start(
-            children,
+            SupervisorSpec {
+                children,
+                mailbox: MailboxConfig::bounded(64),
+                call_timeout: Duration::from_secs(5),
+                supervision: config,
+                observer: Arc::clone(&recorder) as Arc<dyn SupervisorObserver>,
+            },
             |_| Counter(0),
-            MailboxConfig::bounded(64),
-            Duration::from_secs(5),
-            config,
-            Arc::clone(&recorder) as Arc<dyn SupervisorObserver>,
         );
         (supervisor, recorder)
     }

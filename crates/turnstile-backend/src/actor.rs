@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use turnstile_actor::{Actor, Supervisor, SupervisorState};
+use turnstile_actor::{Actor, Supervisor, SupervisorSpec, SupervisorState};
 use turnstile_core::{Clock, Decision, Policy};
 
 use crate::faults::Faults;
@@ -142,15 +142,17 @@ impl ActorBackend {
             }
         };
         let supervisor = Supervisor::start(
-            shards,
+            SupervisorSpec {
+                children: shards,
+                mailbox: config.mailbox,
+                call_timeout: config.call_timeout,
+                supervision: config.supervisor.clone(),
+                observer: Arc::new(Tagged {
+                    backend: kind,
+                    observer: Arc::clone(&context.observer),
+                }),
+            },
             factory,
-            config.mailbox,
-            config.call_timeout,
-            config.supervisor.clone(),
-            Arc::new(Tagged {
-                backend: kind,
-                observer: Arc::clone(&context.observer),
-            }),
         );
         Self {
             kind,
