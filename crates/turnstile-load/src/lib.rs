@@ -14,6 +14,7 @@
 //! - [`result`]: counts, percentiles, the table, JSON, and the `.hgrm` distribution.
 //! - [`compare`]: every backend under one scenario, and the shard/work sweep.
 //! - [`report`]: Markdown and HTML (inline SVG) reports.
+//! - [`tables`]: `turnstile-load report …`, the benchmark scripts' Markdown tables.
 //!
 //! # Invariants
 //!
@@ -28,4 +29,5 @@ pub mod engine;
 pub mod report;
 pub mod result;
 pub mod scenario;
+pub mod tables;
 pub mod traffic;

@@ -1,5 +1,6 @@
-//! The `turnstile-load` binary: `run` one scenario against a target, `compare` backends, or
-//! `serve-trivial` (a bare axum route, the baseline for measuring the generator itself).
+//! The `turnstile-load` binary: `run` one scenario against a target, `compare` backends,
+//! `serve-trivial` (a bare axum route, the baseline for measuring the generator itself), or
+//! `report` (the benchmark scripts' Markdown tables).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: std::net::SocketAddr,
     },
+    /// Print a Markdown table of docs/BENCHMARKS.md from a benchmark script's raw output.
+    #[command(subcommand)]
+    Report(turnstile_load::tables::Report),
 }
 
 fn main() -> ExitCode {
@@ -239,6 +243,10 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
             let listener = tokio::net::TcpListener::bind(listen).await?;
             eprintln!("serving GET / on {}", listener.local_addr()?);
             axum::serve(listener, app).await?;
+            Ok(())
+        }
+        Command::Report(report) => {
+            print!("{}", report.render()?);
             Ok(())
         }
     }
