@@ -34,27 +34,24 @@ source loadtest/lib.sh
 
 echo "== machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)" | tee "$out/machine.txt"
 
-declare -A url pid pid_of
-start() { # name, then the command
-  local name=$1; shift
-  "$@" >"$scratch/$name.log" 2>&1 &
-  pids+=($!)
-  pid[$name]=$!
-}
-
+declare -A url pid_of
 p=$(port); url[baseline]="http://127.0.0.1:$p"
 start baseline "$bin/turnstile-load" serve-trivial --listen "127.0.0.1:$p"
+wait_port baseline "$p"
 for policy in allowed denied; do
   if [[ $policy == allowed ]]; then limit=1000000; burst=1000000; else limit=1; burst=1; fi
   for backend in actor sharded concurrent; do
     p=$(port); url[$policy/$backend]="http://127.0.0.1:$p"; pid_of[$policy/$backend]=$policy-$backend
-    start "$policy-$backend" env TURNSTILE_LOG=warn TURNSTILE_TRUSTED_PROXIES='["127.0.0.1/32"]' \
-      TURNSTILE_POLICIES__DEFAULT__LIMIT=$limit TURNSTILE_POLICIES__DEFAULT__PERIOD=1s \
-      TURNSTILE_POLICIES__DEFAULT__BURST=$burst \
-      "$bin/turnstile" --backend "$backend" --listen "127.0.0.1:$p"
+    gateway=(env TURNSTILE_LOG=warn TURNSTILE_TRUSTED_PROXIES='["127.0.0.1/32"]'
+      "TURNSTILE_POLICIES__DEFAULT__LIMIT=$limit" TURNSTILE_POLICIES__DEFAULT__PERIOD=1s
+      "TURNSTILE_POLICIES__DEFAULT__BURST=$burst"
+      "$bin/turnstile" --backend "$backend" --listen "127.0.0.1:$p")
+    start "$policy-$backend" "${gateway[@]}"
+    wait_ready "$policy-$backend" "${gateway[@]}"
   done
   p=$(port); url[$policy/tower_governor]="http://127.0.0.1:$p"; pid_of[$policy/tower_governor]=$policy-governor
   start "$policy-governor" "$bin/peer-governor" --listen "127.0.0.1:$p" --limit $limit --period 1s --burst $burst
+  wait_port "$policy-governor" "$p"
   p=$(port); url[$policy/nginx]="http://127.0.0.1:$p"; pid_of[$policy/nginx]=$policy-nginx
   mkdir -p "$scratch/nginx-$policy/html"
   echo ok >"$scratch/nginx-$policy/html/ok.txt"
@@ -63,8 +60,8 @@ for policy in allowed denied; do
   sed -e "s/@PORT@/$p/" -e "s/@RATE@/$limit/" -e "s/@BURST@/$((burst - 1))/" -e "s/ burst=0 / /" loadtest/peers/nginx-limit-req.conf \
     >"$scratch/nginx-$policy/nginx.conf"
   start "$policy-nginx" "$nginx_bin" -p "$scratch/nginx-$policy/" -c "$scratch/nginx-$policy/nginx.conf" -e stderr
+  wait_port "$policy-nginx" "$p"
 done
-sleep 2
 
 scenario() { # mode keys → a scenario file
   local file="$scratch/$1-$2.toml"

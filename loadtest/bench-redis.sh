@@ -17,23 +17,22 @@ source loadtest/lib.sh
 
 redis_port=$(port)
 # In the foreground of a background job, so the exit trap stops it like every other server.
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$scratch" \
-  --logfile "$scratch/redis.log" &
-pids+=($!)
-sleep 0.5
+start redis-server redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$scratch"
+wait_port redis-server "$redis_port"
 
 backends=(actor sharded concurrent redis)
 declare -A url
 for backend in "${backends[@]}"; do
   p=$(port)
-  TURNSTILE_LOG=warn target/release/turnstile --backend "$backend" --listen "127.0.0.1:$p" \
-    --redis-url "redis://127.0.0.1:$redis_port" &
-  pids+=($!)
+  gateway=(env TURNSTILE_LOG=warn target/release/turnstile --backend "$backend" --listen "127.0.0.1:$p"
+    --redis-url "redis://127.0.0.1:$redis_port")
+  start "$backend" "${gateway[@]}"
+  # For the redis backend, ready means Redis answers it too.
+  wait_ready "$backend" "${gateway[@]}"
   url[$backend]="http://127.0.0.1:$p"
 done
-sleep 2
 
-result=$(mktemp)
+result="$scratch/result.json"
 declare -A rates
 echo "## Gateway throughput, /v1/check, closed loop, 64 connections (checks/s)"
 echo
@@ -50,7 +49,11 @@ for round in 1 2 3; do
   done
   echo "$row"
 done
-median() { printf '%s\n' $1 | sort -n | sed -n 2p; }
+median() { # the middle of three space-separated numbers
+  local values
+  read -r -a values <<<"$1"
+  printf '%s\n' "${values[@]}" | sort -n | sed -n 2p
+}
 echo
 for backend in "${backends[@]}"; do
   echo "median $backend: $(median "${rates[$backend]}")"

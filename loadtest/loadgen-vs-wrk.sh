@@ -8,18 +8,17 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 cargo build --release -p turnstile-load >&2
 bin=target/release/turnstile-load
-port=18090
-"$bin" serve-trivial --listen "127.0.0.1:$port" 2>/dev/null &
-server=$!
-trap 'kill $server 2>/dev/null' EXIT
-sleep 0.5
-result=$(mktemp)
+source loadtest/lib.sh
+p=$(port)
+start server "$bin" serve-trivial --listen "127.0.0.1:$p"
+wait_port server "$p"
+result="$scratch/result.json"
 echo "| round | wrk req/s | turnstile-load req/s | ratio |"
 echo "|---|---|---|---|"
 ratios=()
 for round in 1 2 3; do
-  wrk_rate=$(wrk -t2 -c64 -d5s "http://127.0.0.1:$port/" | awk '/^Requests\/sec:/ {print $2}')
-  "$bin" run --scenario loadtest/max-rate.toml --target "http://127.0.0.1:$port" --json "$result" --quiet >/dev/null
+  wrk_rate=$(wrk -t2 -c64 -d5s "http://127.0.0.1:$p/" | awk '/^Requests\/sec:/ {print $2}')
+  "$bin" run --scenario loadtest/max-rate.toml --target "http://127.0.0.1:$p" --json "$result" --quiet >/dev/null
   ours=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['throughput']))" "$result")
   ratio=$(python3 -c "print(f'{$ours / $wrk_rate:.2f}')")
   ratios+=("$ratio")

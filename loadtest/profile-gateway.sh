@@ -23,15 +23,15 @@ bin=target/profiling
 source loadtest/lib.sh
 
 bare_port=$(port)
-"$bin/turnstile-load" serve-trivial --listen "127.0.0.1:$bare_port" >"$scratch/bare.log" 2>&1 &
-bare=$!; pids+=("$bare")
+start bare "$bin/turnstile-load" serve-trivial --listen "127.0.0.1:$bare_port"
+wait_port bare "$bare_port"
 gateway_port=$(port)
-TURNSTILE_LOG=warn TURNSTILE_TRUSTED_PROXIES='["127.0.0.1/32"]' \
-  TURNSTILE_POLICIES__DEFAULT__LIMIT=$limit TURNSTILE_POLICIES__DEFAULT__PERIOD=1s \
-  TURNSTILE_POLICIES__DEFAULT__BURST=$burst \
-  "$bin/turnstile" --backend concurrent --listen "127.0.0.1:$gateway_port" >"$scratch/gateway.log" 2>&1 &
-gateway=$!; pids+=("$gateway")
-sleep 1
+gateway=(env TURNSTILE_LOG=warn TURNSTILE_TRUSTED_PROXIES='["127.0.0.1/32"]'
+  "TURNSTILE_POLICIES__DEFAULT__LIMIT=$limit" TURNSTILE_POLICIES__DEFAULT__PERIOD=1s
+  "TURNSTILE_POLICIES__DEFAULT__BURST=$burst"
+  "$bin/turnstile" --backend concurrent --listen "127.0.0.1:$gateway_port")
+start gateway "${gateway[@]}"
+wait_ready gateway "${gateway[@]}"
 
 cat >"$scratch/load.toml" <<TOML
 name = "profile"
@@ -63,8 +63,8 @@ print(f"{rate:.0f} {cpu / (5 * rate) * 1e6:.2f}")' \
   echo "| round | bare route req/s | bare µs CPU/request | gateway req/s | gateway µs CPU/request | throughput ratio | CPU ratio |"
   echo "|---|---|---|---|---|---|---|"
   for round in 1 2 3; do
-    read -r bare_rate bare_cpu < <(cpu_per_request "$bare" "$bare_port")
-    read -r gw_rate gw_cpu < <(cpu_per_request "$gateway" "$gateway_port")
+    read -r bare_rate bare_cpu < <(cpu_per_request "${pid[bare]}" "$bare_port")
+    read -r gw_rate gw_cpu < <(cpu_per_request "${pid[gateway]}" "$gateway_port")
     python3 -c 'import sys
 r, br, bc, gr, gc = sys.argv[1], *map(float, sys.argv[2:])
 print(f"| {r} | {br:,.0f} | {bc:.2f} | {gr:,.0f} | {gc:.2f} | {gr / br:.3f} | {gc / bc:.3f} |")' \
@@ -75,7 +75,7 @@ print(f"| {r} | {br:,.0f} | {bc:.2f} | {gr:,.0f} | {gc:.2f} | {gr / br:.3f} | {g
 "$bin/turnstile-load" run --scenario "$scratch/load.toml" --target "http://127.0.0.1:$gateway_port" --quiet >/dev/null &
 load=$!
 sleep 2
-perf record -F 1999 -e cpu-clock --call-graph dwarf,32768 -p "$gateway" -o "$out/perf.data" -- sleep 4 2>/dev/null
+perf record -F 1999 -e cpu-clock --call-graph dwarf,32768 -p "${pid[gateway]}" -o "$out/perf.data" -- sleep 4 2>/dev/null
 wait "$load"
 perf script -i "$out/perf.data" -F ip,sym 2>/dev/null >"$out/stacks.txt"
 python3 loadtest/profile_summary.py "$out/stacks.txt" | tee "$out/summary.md"
