@@ -123,7 +123,7 @@ for round in $(seq 1 "$rounds"); do
     done
   done
 done
-python3 loadtest/peers_table.py "$results" | tee "$out/peers.md"
+"$bin/turnstile-load" report peers "$results" | tee "$out/peers.md"
 [[ ${EXTRAS:-1} == 0 ]] && exit 0
 
 echo
@@ -141,4 +141,4 @@ cargo bench -q -p turnstile-backend --bench memory 2>/dev/null | tee -a "$out/me
 echo
 echo "## In-process: criterion, each backend vs governor" | tee "$out/criterion.md"
 cargo bench -q -p turnstile-backend --bench check >/dev/null 2>&1
-python3 loadtest/criterion_table.py | tee -a "$out/criterion.md"
+"$bin/turnstile-load" report criterion target/criterion | tee -a "$out/criterion.md"

@@ -78,4 +78,4 @@ sleep 2
 perf record -F 1999 -e cpu-clock --call-graph dwarf,32768 -p "${pid[gateway]}" -o "$out/perf.data" -- sleep 4 2>/dev/null
 wait "$load"
 perf script -i "$out/perf.data" -F ip,sym 2>/dev/null >"$out/stacks.txt"
-python3 loadtest/profile_summary.py "$out/stacks.txt" | tee "$out/summary.md"
+"$bin/turnstile-load" report profile "$out/stacks.txt" | tee "$out/summary.md"
