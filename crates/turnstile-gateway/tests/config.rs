@@ -239,3 +239,29 @@ fn the_shipped_example_config_is_exactly_the_defaults() {
         Ok(())
     });
 }
+
+#[test]
+fn debug_output_hides_the_admin_token_and_the_redis_password() {
+    let config = Config {
+        admin_token: Some("hunter2-token".into()),
+        redis_url: "redis://app:hunter2-password@redis:6379/0".into(),
+        ..Config::default()
+    };
+    let shown = format!("{config:?} {:?}", config.backend_config());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("<redacted>") && shown.contains("redis://app:***@redis:6379/0"));
+    // The values themselves are intact for the code that needs them.
+    assert_eq!(
+        config.backend_config().redis.url.expose(),
+        "redis://app:hunter2-password@redis:6379/0"
+    );
+    // A bad URL quoted in an error is redacted too.
+    let bad = Config {
+        backend: BackendKind::Redis,
+        redis_url: "redis://:hunter2@".into(),
+        ..Config::default()
+    };
+    if let Err(error) = bad.validate() {
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}

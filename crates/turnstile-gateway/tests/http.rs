@@ -506,3 +506,77 @@ async fn an_unreachable_redis_is_a_counted_backend_error_answered_per_the_failur
         .await
         .assert_error(StatusCode::SERVICE_UNAVAILABLE, "backend_error");
 }
+
+#[tokio::test]
+async fn a_switch_the_configuration_cannot_serve_is_refused_with_409_and_changes_nothing() {
+    // 1 per 300 days: the redis script cannot hold that tolerance exactly.
+    let mut config = small_config();
+    config.policies.insert(
+        "glacial".into(),
+        turnstile_gateway::config::PolicyConfig {
+            limit: 1,
+            period: Duration::from_secs(300 * 86_400),
+            burst: None,
+            failure_mode: FailureMode::Open,
+        },
+    );
+    let gw = TestGateway::new(config);
+    let refused = gw
+        .admin(json_post(
+            "/admin/backend",
+            &json!({"backend": "redis"}).to_string(),
+        ))
+        .await;
+    let message = refused.assert_error(StatusCode::CONFLICT, "switch_refused");
+    assert!(message.contains("days"), "{message}");
+    assert_eq!(gw.state.backend_kind(), BackendKind::Concurrent);
+    assert_eq!(gw.state.metrics().faults_total("switch"), 0);
+    // An unknown backend is bad input, named with the valid ones.
+    let unknown = gw
+        .admin(json_post(
+            "/admin/backend",
+            &json!({"backend": "genserver"}).to_string(),
+        ))
+        .await;
+    let message = unknown.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert!(
+        message.contains("genserver") && message.contains("sharded"),
+        "{message}"
+    );
+    assert_eq!(
+        gw.check(json!({"key": "still"})).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn admin_bodies_are_read_like_every_other_body() {
+    let gw = TestGateway::new(Config {
+        body_limit_bytes: 64,
+        ..small_config()
+    });
+    let not_json = gw
+        .admin(
+            Request::post("/admin/poison")
+                .header("content-type", "text/plain")
+                .body(Body::from(r#"{"key":"k"}"#))
+                .unwrap(),
+        )
+        .await;
+    not_json.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let too_big = gw
+        .admin(json_post(
+            "/admin/poison",
+            &json!({"key": "k".repeat(100)}).to_string(),
+        ))
+        .await;
+    too_big.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let broken = gw.admin(json_post("/admin/slow", "{\"delay\":")).await;
+    broken.assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    let unknown_field = gw
+        .admin(json_post("/admin/poison", r#"{"key":"k","extra":1}"#))
+        .await;
+    unknown_field.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    let wrong_method = gw.admin(get("/admin/poison")).await;
+    wrong_method.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}

@@ -102,15 +102,14 @@ pub async fn compare(
         Targets::Local(backends) => {
             for backend in backends {
                 let gateway = start_gateway(backend, &scenario.gateway, &toml::Table::new())?;
-                let result = run_against(
-                    scenario,
-                    &gateway.url(),
-                    gateway.admin_url(),
-                    None,
-                    backend.as_str(),
+                let options = RunOptions {
+                    label: backend.to_string(),
+                    admin: None,
+                    admin_token: None,
                     progress,
-                )
-                .await;
+                };
+                let result =
+                    run_against(scenario, &gateway.url(), gateway.admin_url(), options).await;
                 tokio::task::spawn_blocking(move || gateway.stop()).await??;
                 runs.push(result?);
             }
@@ -120,10 +119,13 @@ pub async fn compare(
             admin_token,
         } => {
             for (label, url, admin) in gateways {
-                runs.push(
-                    run_against(scenario, &url, admin, admin_token.clone(), &label, progress)
-                        .await?,
-                );
+                let options = RunOptions {
+                    label,
+                    admin: None,
+                    admin_token: admin_token.clone(),
+                    progress,
+                };
+                runs.push(run_against(scenario, &url, admin, options).await?);
             }
         }
     }
@@ -138,25 +140,18 @@ pub async fn compare(
     })
 }
 
+/// Runs `scenario` against the gateway at `url`, with its admin API at `admin` (if any)
+/// filled into `options`.
 async fn run_against(
     scenario: &Scenario,
     url: &str,
     admin: Option<String>,
-    admin_token: Option<String>,
-    label: &str,
-    progress: bool,
+    mut options: RunOptions,
 ) -> anyhow::Result<RunResult> {
     let target = Target::parse(url).await?;
-    let admin = match admin {
-        Some(admin) => Some(Target::parse(&admin).await?),
-        None => None,
-    };
-    let options = RunOptions {
-        label: label.to_owned(),
-        admin,
-        admin_token,
-        progress,
-    };
+    if let Some(admin) = admin {
+        options.admin = Some(Target::parse(&admin).await?);
+    }
     let result = engine::run(scenario, &target, &options).await?;
     eprintln!("{}", result.table());
     Ok(result)

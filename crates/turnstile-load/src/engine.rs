@@ -160,18 +160,18 @@ pub async fn run_spread(
             let factory = Arc::clone(&factories[index % targets.len()]);
             let sent = Arc::clone(&sent);
             let address = targets[index % targets.len()].address;
+            let window = Window {
+                start,
+                measure_from,
+                end,
+            };
             tokio::spawn(async move {
-                drive_connection(
+                let connection = ConnectionSpec {
                     index,
-                    &scenario,
-                    &factory,
                     address,
-                    start,
-                    measure_from,
-                    end,
-                    &sent,
-                )
-                .await
+                    factory: &factory,
+                };
+                drive_connection(connection, &scenario, window, &sent).await
             })
         })
         .collect();
@@ -226,17 +226,39 @@ fn progress_bar(scenario: &Scenario) -> indicatif::ProgressBar {
     bar
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive_connection(
-    index: usize,
-    scenario: &Scenario,
-    factory: &RequestFactory,
-    address: SocketAddr,
+/// A run's timeline: when sending starts, when measuring starts (after the warm-up), when
+/// it all ends.
+#[derive(Clone, Copy)]
+struct Window {
     start: Instant,
     measure_from: Instant,
     end: Instant,
+}
+
+/// One of the run's connections: which (its index seeds its random keys and spreads its first
+/// slot), to where, with what requests.
+struct ConnectionSpec<'a> {
+    index: usize,
+    address: SocketAddr,
+    factory: &'a RequestFactory,
+}
+
+async fn drive_connection(
+    spec: ConnectionSpec<'_>,
+    scenario: &Scenario,
+    window: Window,
     sent: &AtomicU64,
 ) -> ConnectionStats {
+    let ConnectionSpec {
+        index,
+        address,
+        factory,
+    } = spec;
+    let Window {
+        start,
+        measure_from,
+        end,
+    } = window;
     let mut rng = SmallRng::seed_from_u64(0x7475_726e ^ index as u64);
     let mut connection = Connection::new(address);
     let mut stats = ConnectionStats {
