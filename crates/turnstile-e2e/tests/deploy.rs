@@ -106,8 +106,8 @@ fn every_compose_gateway_gets_a_configuration_the_gateway_accepts() {
         .collect();
     assert_eq!(
         backends,
-        ["actor", "concurrent", "redis", "sharded"]
-            .map(String::from)
+        turnstile_backend::BackendKind::ALL
+            .map(|kind| kind.to_string())
             .into(),
         "one gateway per backend"
     );
