@@ -29,7 +29,9 @@ impl MailboxConfig {
 }
 
 /// What a caller does when a bounded mailbox is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Configured as `reject` / `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FullPolicy {
     /// Fail the call at once with `MailboxFull`.
     Reject,

@@ -36,7 +36,7 @@ pub struct Config {
     /// Each actor's mailbox capacity.
     pub mailbox_capacity: usize,
     /// What a caller does when an actor's mailbox is full.
-    pub mailbox_when_full: MailboxWhenFull,
+    pub mailbox_when_full: FullPolicy,
     /// DEMONSTRATION ONLY: give actors unbounded mailboxes (see the README).
     pub mailbox_unbounded: bool,
     /// How long a check waits for an actor's reply (`GenServer.call`'s timeout).
@@ -133,24 +133,14 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
 }
 
-/// What a caller does when an actor's mailbox is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MailboxWhenFull {
-    /// Fail the check at once (`mailbox_full`).
-    Reject,
-    /// Wait for room, within the call timeout.
-    Wait,
-}
-
 /// Supervision of actors and pool workers (OTP's restart intensity and strategies).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Supervision {
     /// `one_for_one` restarts the child that died; `one_for_all` restarts every child.
-    pub strategy: StrategyName,
+    pub strategy: Strategy,
     /// `permanent` (always restart), `transient` (only after a crash), `temporary` (never).
-    pub restart: RestartName,
+    pub restart: RestartType,
     /// Restarts tolerated within `window`; one more fails the backend (Elixir: 3 in 5 s).
     pub max_restarts: u32,
     /// The restart-intensity window.
@@ -165,28 +155,6 @@ pub struct Supervision {
     /// How long a failed backend refuses checks (`unavailable`) before it is re-armed.
     #[serde(with = "humantime_serde")]
     pub cool_off: Duration,
-}
-
-/// Supervision strategy names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrategyName {
-    /// Restart only the child that died.
-    OneForOne,
-    /// Restart every child when one dies.
-    OneForAll,
-}
-
-/// Restart type names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RestartName {
-    /// Always restarted.
-    Permanent,
-    /// Restarted after a crash only.
-    Transient,
-    /// Never restarted.
-    Temporary,
 }
 
 /// The demo gateway route.
@@ -237,67 +205,11 @@ pub enum FailureMode {
     Closed,
 }
 
-impl From<FullPolicy> for MailboxWhenFull {
-    fn from(policy: FullPolicy) -> Self {
-        match policy {
-            FullPolicy::Reject => Self::Reject,
-            FullPolicy::Wait => Self::Wait,
-        }
-    }
-}
-
-impl From<MailboxWhenFull> for FullPolicy {
-    fn from(name: MailboxWhenFull) -> Self {
-        match name {
-            MailboxWhenFull::Reject => Self::Reject,
-            MailboxWhenFull::Wait => Self::Wait,
-        }
-    }
-}
-
-impl From<Strategy> for StrategyName {
-    fn from(strategy: Strategy) -> Self {
-        match strategy {
-            Strategy::OneForOne => Self::OneForOne,
-            Strategy::OneForAll => Self::OneForAll,
-        }
-    }
-}
-
-impl From<StrategyName> for Strategy {
-    fn from(name: StrategyName) -> Self {
-        match name {
-            StrategyName::OneForOne => Self::OneForOne,
-            StrategyName::OneForAll => Self::OneForAll,
-        }
-    }
-}
-
-impl From<RestartType> for RestartName {
-    fn from(restart: RestartType) -> Self {
-        match restart {
-            RestartType::Permanent => Self::Permanent,
-            RestartType::Transient => Self::Transient,
-            RestartType::Temporary => Self::Temporary,
-        }
-    }
-}
-
-impl From<RestartName> for RestartType {
-    fn from(name: RestartName) -> Self {
-        match name {
-            RestartName::Permanent => Self::Permanent,
-            RestartName::Transient => Self::Transient,
-            RestartName::Temporary => Self::Temporary,
-        }
-    }
-}
-
 impl From<&SupervisorConfig> for Supervision {
     fn from(config: &SupervisorConfig) -> Self {
         Self {
-            strategy: config.strategy.into(),
-            restart: config.restart.into(),
+            strategy: config.strategy,
+            restart: config.restart,
             max_restarts: config.max_restarts,
             window: config.window,
             backoff: config.backoff_base,
@@ -317,11 +229,10 @@ impl Default for Config {
             MailboxConfig::Bounded {
                 capacity,
                 when_full,
-            } => (capacity, when_full.into()),
-            MailboxConfig::Unbounded => (
-                BackendConfig::DEFAULT_MAILBOX_CAPACITY,
-                MailboxWhenFull::Reject,
-            ),
+            } => (capacity, when_full),
+            MailboxConfig::Unbounded => {
+                (BackendConfig::DEFAULT_MAILBOX_CAPACITY, FullPolicy::Reject)
+            }
         };
         let policy = |limit, period, burst| PolicyConfig {
             limit,
@@ -568,7 +479,7 @@ impl Config {
         } else {
             MailboxConfig::Bounded {
                 capacity: self.mailbox_capacity,
-                when_full: self.mailbox_when_full.into(),
+                when_full: self.mailbox_when_full,
             }
         };
         BackendConfig {
@@ -580,8 +491,8 @@ impl Config {
             sweep_interval: self.sweep_interval,
             simulated_work: self.simulated_work,
             supervisor: SupervisorConfig {
-                strategy: self.supervision.strategy.into(),
-                restart: self.supervision.restart.into(),
+                strategy: self.supervision.strategy,
+                restart: self.supervision.restart,
                 max_restarts: self.supervision.max_restarts,
                 window: self.supervision.window,
                 backoff_base: self.supervision.backoff,

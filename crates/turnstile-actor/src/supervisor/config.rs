@@ -9,7 +9,10 @@ use super::status::SupervisorObserver;
 use crate::MailboxConfig;
 
 /// When a child that exited is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Configured by these names (`permanent`, `transient`, `temporary`): serde's names are the
+/// configuration's, so the gateway needs no copy of this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RestartType {
     /// Always.
     Permanent,
@@ -20,7 +23,9 @@ pub enum RestartType {
 }
 
 /// Which children are restarted when one dies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Configured as `one_for_one` / `one_for_all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Only the child that died.
     OneForOne,
