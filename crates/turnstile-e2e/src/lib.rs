@@ -32,6 +32,7 @@
 pub mod dashboards;
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,8 +98,11 @@ impl Process {
     pub fn start(name: &str, program: &Path, args: &[&str], log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).expect("create the tool's log file");
         let err = out.try_clone().expect("clone the log handle");
+        // Its own process group, so that stopping it stops what it forked too (nginx's
+        // workers outlive a killed master otherwise).
         let child = Command::new(program)
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -123,11 +127,33 @@ impl Process {
         }
     }
 
-    /// Stops the process at once (SIGKILL), as a crash would.
+    /// Stops the process and everything in its process group at once (SIGKILL), as a crash
+    /// would, and waits (at most 5 s) until none of them is left.
     pub fn kill(&mut self) {
+        let _ = signal_group(self.child.id(), "-KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.group_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
+
+    /// Whether any process of its group is still running.
+    pub fn group_alive(&self) -> bool {
+        signal_group(self.child.id(), "-0")
+    }
+}
+
+/// `kill SIGNAL -- -PGID` (a process group is signalled through the `kill` program: the
+/// workspace forbids the `unsafe` a direct `kill(2)` would need); whether it reached any.
+fn signal_group(group: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, "--", &format!("-{group}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 impl Drop for Process {

@@ -119,4 +119,7 @@ async fn nginx_auth_request_admits_limits_with_429_and_fails_closed_when_turnsti
             .contains("limiter_unavailable")
     );
     server.assert_running();
+    // Stopping nginx stops its workers too: nothing is left behind.
+    server.kill();
+    assert!(!server.group_alive(), "an nginx process outlived the test");
 }
