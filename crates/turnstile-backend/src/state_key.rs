@@ -12,8 +12,7 @@ use arrayvec::ArrayVec;
 
 use crate::CheckError;
 
-/// The longest key accepted, in bytes.
-pub const MAX_KEY_LEN: usize = 256;
+pub use turnstile_core::MAX_KEY_LEN;
 
 const PREFIX_LEN: usize = 2;
 

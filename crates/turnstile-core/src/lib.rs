@@ -65,3 +65,8 @@ pub mod policy;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use decision::{Decision, Verdict};
 pub use policy::{CostExceedsBurst, Policy, PolicyError, State, is_expired};
+
+/// The longest key any backend accepts, in bytes (keys are never empty either). Here, beside
+/// [`Policy`], because everything that composes keys (the backends' tables, the descriptor
+/// rules' key builder) must agree on it.
+pub const MAX_KEY_LEN: usize = 256;

@@ -67,6 +67,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The keyspace reserved for descriptor rules (Envoy's rate limit service, route rules):
+    /// every rule's state lives under this id, its key naming the domain, the rule and the
+    /// descriptor, so named policies (ids `0..RULES_KEYSPACE`) never share state with a rule.
+    pub const RULES_KEYSPACE: u16 = u16::MAX;
+
     /// Validates and precomputes a policy.
     pub fn new(id: u16, limit: u32, period: Duration, burst: u32) -> Result<Self, PolicyError> {
         if limit == 0 {

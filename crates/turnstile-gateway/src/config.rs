@@ -371,7 +371,8 @@ impl Config {
         if self.policies.is_empty() {
             return Err(invalid("policies", "at least one policy must be defined"));
         }
-        if self.policies.len() > usize::from(u16::MAX) {
+        // Ids `0..RULES_KEYSPACE` are the named policies'; the last id is the rules'.
+        if self.policies.len() > usize::from(Policy::RULES_KEYSPACE) {
             return Err(invalid("policies", "at most 65535 policies"));
         }
         for (name, policy) in &self.policies {

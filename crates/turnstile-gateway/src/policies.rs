@@ -31,10 +31,13 @@ impl PolicySet {
         let mut policies = Vec::with_capacity(config.policies.len());
         let mut by_name = HashMap::with_capacity(config.policies.len());
         for (id, (name, policy_config)) in config.policies.iter().enumerate() {
-            let id = u16::try_from(id).map_err(|_| ConfigError::Invalid {
-                field: "policies".into(),
-                problem: "at most 65535 policies".into(),
-            })?;
+            let id = u16::try_from(id)
+                .ok()
+                .filter(|id| *id < Policy::RULES_KEYSPACE)
+                .ok_or_else(|| ConfigError::Invalid {
+                    field: "policies".into(),
+                    problem: "at most 65535 policies".into(),
+                })?;
             let policy = config.policy(name, policy_config, id)?;
             by_name.insert(name.clone(), policies.len());
             policies.push(NamedPolicy {

@@ -196,12 +196,14 @@ impl RedisBackend {
     }
 
     /// `<prefix><policy name>:<key>`: readable in redis-cli, and the same on every replica
-    /// that names the policy the same way. (A network round trip follows; building the key in
+    /// that names the policy the same way. Descriptor rules' keyspace
+    /// ([`Policy::RULES_KEYSPACE`]) is named `rules`: its keys name the rule themselves. (A network round trip follows; building the key in
     /// a fresh buffer is not worth avoiding.)
     fn redis_key(&self, policy: &Policy, key: &str) -> Vec<u8> {
         let mut redis_key = Vec::with_capacity(self.key_prefix.len() + 24 + key.len());
         redis_key.extend_from_slice(self.key_prefix.as_bytes());
         match self.policy_names.get(usize::from(policy.id())) {
+            _ if policy.id() == Policy::RULES_KEYSPACE => redis_key.extend_from_slice(b"rules"),
             Some(name) => redis_key.extend_from_slice(name.as_bytes()),
             None => redis_key.extend_from_slice(format!("#{}", policy.id()).as_bytes()),
         }
