@@ -6,6 +6,8 @@
 //!
 //! - [`Route`]: the public routes, their paths, and their metric labels.
 //! - [`admin`]: the admin listener's paths and request bodies.
+//! - [`rls`]: Envoy's rate limit service in proto3 JSON (`POST /v1/ratelimit`), its gRPC
+//!   names, and the request limits both transports enforce.
 //! - [`CheckRequest`], [`CheckResponse`], [`ErrorBody`]: the JSON bodies.
 //! - the header names: [`DROPPED_HEADER`] and the rate-limit headers.
 //! - [`markers`]: the byte strings a fast client looks for instead of parsing each answer.
@@ -19,6 +21,8 @@
 
 use std::borrow::Cow;
 
+pub mod rls;
+
 use axum::http::HeaderName;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +35,8 @@ pub enum Route {
     Check,
     /// `ANY /v1/forward-auth`: for proxies' external-auth hooks.
     ForwardAuth,
+    /// `POST /v1/ratelimit`: Envoy's `ShouldRateLimit` in proto3 JSON (see [`rls`]).
+    RateLimit,
     /// `GET /healthz`: the process is up.
     Healthz,
     /// `GET /readyz`: the backend can serve checks.
@@ -43,9 +49,10 @@ pub enum Route {
 
 impl Route {
     /// Every route, in the order of the metrics' label values.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Check,
         Self::ForwardAuth,
+        Self::RateLimit,
         Self::Healthz,
         Self::Readyz,
         Self::Metrics,
@@ -57,6 +64,7 @@ impl Route {
         match self {
             Self::Check => Some("/v1/check"),
             Self::ForwardAuth => Some("/v1/forward-auth"),
+            Self::RateLimit => Some("/v1/ratelimit"),
             Self::Healthz => Some("/healthz"),
             Self::Readyz => Some("/readyz"),
             Self::Metrics => Some("/metrics"),

@@ -71,6 +71,10 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Envoy's rate limit service.
+    #[command(flatten)]
+    pub rls: RlsFlags,
+
     /// Instead of serving, ask the gateway configured here whether it is alive (`GET /healthz`
     /// on its listen address) and exit 0 if so: the container HEALTHCHECK, with no curl in
     /// the image.
@@ -85,8 +89,42 @@ pub struct Cli {
     pub readiness_check: bool,
 }
 
+/// The `rls.*` flags: each flag's id is its dotted configuration key.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct RlsFlags {
+    /// Serve Envoy's rate limit service (gRPC) on this address.
+    #[arg(id = "rls.listen", long = "rls-listen")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory of envoyproxy/ratelimit YAML rule files (watched, reloaded on change).
+    #[arg(id = "rls.config_dir", long = "rls-config")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_dir: Option<PathBuf>,
+}
+
 /// The flags that are not configuration keys (they steer the binary itself).
 pub const NON_CONFIG_FLAGS: [&str; 3] = ["config", "healthcheck", "readiness_check"];
+
+/// Flags not spelled as their key with `_` and `.` as `-`: `(key, flag)`.
+pub const FLAG_SPELLINGS: [(&str, &str); 1] = [("rls.config_dir", "rls-config")];
+
+/// The long flag of configuration key `key` (a dotted path).
+pub fn flag_for(key: &str) -> String {
+    FLAG_SPELLINGS
+        .iter()
+        .find(|(spelled, _)| *spelled == key)
+        .map_or_else(
+            || key.replace(['_', '.'], "-"),
+            |(_, flag)| (*flag).to_owned(),
+        )
+}
+
+/// The value at dotted path `key` of a serialized configuration.
+pub fn value_at<'a>(value: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    key.split('.')
+        .try_fold(value, |value, part| value.get(part))
+}
 
 impl Cli {
     /// The command, with each configuration flag's help ending in the default
@@ -98,7 +136,7 @@ impl Cli {
             if NON_CONFIG_FLAGS.contains(&id) {
                 return arg;
             }
-            let Some(default) = defaults.get(id).and_then(render_default) else {
+            let Some(default) = value_at(&defaults, id).and_then(render_default) else {
                 return arg;
             };
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();

@@ -20,6 +20,7 @@ use turnstile_backend::{
     BackendConfig, BackendKind, FullPolicy, MailboxConfig, PoolConfig, RedisClock, RedisConfig,
     RedisUrl, RestartType, SimulatedWork, Strategy, SupervisorConfig,
 };
+use turnstile_core::Policy;
 
 /// Everything the gateway is configured with. See the README's configuration reference (a
 /// test holds it, the CLI and `deploy/turnstile.example.toml` to these fields). `Debug` hides
@@ -87,6 +88,22 @@ pub struct Config {
     pub redis_url: RedisUrl,
     /// The `redis` backend's pool, timeouts and key prefix.
     pub redis: RedisSettings,
+    /// Envoy's rate limit service (gRPC) and its envoyproxy/ratelimit rule files.
+    pub rls: RlsSettings,
+}
+
+/// Envoy's rate limit service: where it listens, and the rules it decides by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlsSettings {
+    /// The gRPC listener (`envoy.service.ratelimit.v3.RateLimitService`, `grpc.health.v1`).
+    /// Off unless set; `POST /v1/ratelimit` on the main listener answers either way.
+    pub listen: Option<SocketAddr>,
+    /// A directory of envoyproxy/ratelimit YAML rule files, one domain each; watched, and
+    /// reloaded on change and on `SIGHUP`. Unset: no rules (every descriptor is OK).
+    pub config_dir: Option<PathBuf>,
+    /// Decide and count every descriptor, but answer OK (as each rule's `shadow_mode` does).
+    pub shadow_mode: bool,
 }
 
 /// A value that must not be logged: `Debug` shows `"<redacted>"`; [`Secret::expose`] is the
@@ -131,6 +148,9 @@ pub struct RedisSettings {
     /// Longest wait for one check's answer (then a `timeout` drop).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Where the script's "now" comes from: `server` (Redis `TIME`, one clock for every
+    /// replica) or `injected` (the gateway's clock: for tests on a manual clock).
+    pub clock: RedisClock,
 }
 
 /// Supervision of actors and pool workers (OTP's restart intensity and strategies).
@@ -277,6 +297,11 @@ impl Default for Config {
                 ("default".into(), policy(100, Duration::from_secs(1), 50)),
                 ("login".into(), policy(5, Duration::from_secs(60), 5)),
             ]),
+            rls: RlsSettings {
+                listen: None,
+                config_dir: None,
+                shadow_mode: false,
+            },
             redis_url: redis.url.clone(),
             redis: RedisSettings {
                 key_prefix: redis.key_prefix.clone(),
@@ -284,6 +309,7 @@ impl Default for Config {
                 connect_timeout: redis.connect_timeout,
                 wait_timeout: redis.wait_timeout,
                 command_timeout: redis.command_timeout,
+                clock: redis.clock,
             },
         }
     }
@@ -512,7 +538,7 @@ impl Config {
                 connect_timeout: self.redis.connect_timeout,
                 wait_timeout: self.redis.wait_timeout,
                 command_timeout: self.redis.command_timeout,
-                clock: RedisClock::Server,
+                clock: self.redis.clock,
                 // The same order `PolicySet` numbers them in.
                 policy_names: self.policies.keys().cloned().collect(),
             },

@@ -24,6 +24,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The rate limit service's rule files are unusable.
+    #[error(transparent)]
+    Rules(#[from] crate::rls::RulesError),
     /// The thread or runtime an in-process gateway runs on could not be started.
     #[error("cannot start the gateway's runtime: {0}")]
     Runtime(String),
@@ -58,6 +61,9 @@ pub enum ApiError {
     /// The body could not be read.
     #[error("request body could not be read: {0}")]
     UnreadableBody(String),
+    /// A rate limit service request is malformed (which field, and why).
+    #[error("invalid rate limit request: {0}")]
+    InvalidArgument(String),
     /// The key is empty.
     #[error("`key` must not be empty")]
     EmptyKey,
@@ -137,9 +143,10 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson(_) | Self::UnreadableBody(_) | Self::InvalidKeyHeader { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidJson(_)
+            | Self::UnreadableBody(_)
+            | Self::InvalidKeyHeader { .. }
+            | Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField(_)
             | Self::EmptyKey
             | Self::KeyTooLong { .. }
@@ -167,6 +174,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UnreadableBody(_) => "unreadable_body",
+            Self::InvalidArgument(_) => "invalid_argument",
             Self::EmptyKey => "empty_key",
             Self::KeyTooLong { .. } => "key_too_long",
             Self::UnknownPolicy { .. } => "unknown_policy",

@@ -23,6 +23,8 @@
 //! - [`error`]: [`ApiError`], the one error type of a request, rendered as JSON with a
 //!   4xx/503 status; [`StartError`], why the gateway could not start.
 //! - [`metrics`]: the Prometheus registry.
+//! - `rls`: Envoy's rate limit service (gRPC on `rls.listen`, `POST /v1/ratelimit`), its
+//!   rules (`rls.config_dir`, from `turnstile-rules`) and their reloading.
 //! - [`testing`]: start a gateway in-process (tests, `turnstile-load compare`, embedding).
 //!
 //! Modules depend downwards in this list's spirit: handlers on state, state on config,
@@ -51,6 +53,7 @@ mod edge;
 mod extract;
 mod headers;
 mod policies;
+mod rls;
 mod routes;
 
 pub use client_ip::ClientIpResolver;
@@ -58,6 +61,7 @@ pub use config::Config;
 pub use edge::{Edge, EdgeFuture};
 pub use error::{ApiError, StartError};
 pub use metrics::Metrics;
+pub use rls::RulesError;
 pub use routes::{GatewayService, admin_app, app};
 pub use server::{Application, shutdown_signal};
 pub use state::AppState;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use turnstile_gateway::cli::Cli;
-use turnstile_gateway::{Application, Config, shutdown_signal};
+use turnstile_gateway::{Application, Config, StartError, shutdown_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_defaults();
@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("turnstile: {error:#}");
-            ExitCode::FAILURE
+            // A configuration or rule file to fix is exit 2, as a bad flag is.
+            match error.downcast_ref::<StartError>() {
+                Some(StartError::Config(_) | StartError::Rules(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -54,6 +58,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     if let Some(admin) = application.admin_addr() {
         tracing::warn!(address = %admin, "admin listener enabled (fault injection)");
+    }
+    if let Some(rls) = application.rls_addr() {
+        tracing::info!(address = %rls, "rate limit service (gRPC) listening");
     }
     tracing::info!(address = %application.local_addr()?, %backend, "turnstile listening");
     application.run_until_stopped(shutdown).await?;

@@ -1,6 +1,8 @@
 //! Prometheus metrics. Labels are bounded: backend, policy (from configuration), result,
-//! outcome, reason, child (a shard index, bounded by the configured shard count), fault kind.
-//! A key or an IP is never a label value.
+//! outcome, reason, child (a shard index, bounded by the configured shard count), fault kind,
+//! and for the rate limit service domain and rule (from the rule files: a request's domain
+//! that no file loads is `domain=""`), decision, transport and code. A key, an IP or a
+//! descriptor value is never a label value.
 //!
 //! Every series touched on the request path is resolved once at start-up, for every backend
 //! kind (the active backend can be switched at run time), so recording is an atomic add, not a
@@ -31,6 +33,34 @@ const HTTP_BUCKETS_SECONDS: &[f64] = &[
 ];
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Which transport a rate limit service call came over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Transport {
+    Grpc = 0,
+    Http = 1,
+}
+
+const TRANSPORTS: [&str; 2] = ["grpc", "http"];
+
+/// How a rate limit service call ended (the gRPC status, or the overall code when answered).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RlsCode {
+    Ok = 0,
+    OverLimit = 1,
+    InvalidArgument = 2,
+    Unavailable = 3,
+}
+
+const RLS_CODES: [&str; 4] = ["ok", "over_limit", "invalid_argument", "unavailable"];
+
+/// One rule's decision counters, resolved when the rules are loaded.
+pub(crate) struct RuleCounters {
+    pub(crate) ok: IntCounter,
+    pub(crate) over_limit: IntCounter,
+    pub(crate) shadow_denied: IntCounter,
+    pub(crate) unlimited: IntCounter,
+}
 
 /// The `kind` label values of `turnstile_faults_injected_total`.
 pub(crate) const FAULT_KINDS: [&str; 4] = ["crash", "poison", "slow", "switch"];
@@ -82,6 +112,13 @@ pub struct Metrics {
     keys_evicted: IntCounterVec,
     /// Indexed by route (as in [`Route::ALL`]) and status class, resolved at start-up.
     http_duration: Vec<[Histogram; 5]>,
+    rls_decisions: IntCounterVec,
+    /// By transport and code, resolved at start-up.
+    rls_calls: [[IntCounter; 4]; 2],
+    /// By transport.
+    rls_duration: [Histogram; 2],
+    rules_loaded: prometheus::IntGauge,
+    config_reloads: IntCounterVec,
 }
 
 fn counter(
@@ -142,7 +179,44 @@ impl Metrics {
             })
             .collect();
         let drop_reasons = ApiError::drop_reasons().collect::<Vec<_>>().join(", ");
+        let rls_calls = counter(
+            &registry,
+            "turnstile_rls_requests_total",
+            "Rate limit service calls, by transport (grpc, http) and code (ok, over_limit, invalid_argument, unavailable).",
+            &["transport", "code"],
+        )?;
+        let rls_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "turnstile_rls_request_duration_seconds",
+                "Time to answer a rate limit service call, every descriptor decided, by transport.",
+            )
+            .buckets(HTTP_BUCKETS_SECONDS.to_vec()),
+            &["transport"],
+        )?;
+        registry.register(Box::new(rls_duration.clone()))?;
+        let rules_loaded = prometheus::IntGauge::new(
+            "turnstile_rls_rules",
+            "Rules with a rate_limit in the rule files in force.",
+        )?;
+        registry.register(Box::new(rules_loaded.clone()))?;
         let metrics = Self {
+            rls_decisions: counter(
+                &registry,
+                "turnstile_rls_decisions_total",
+                "Rate limit service decisions per descriptor, by domain and rule (from the rule files) and decision (ok, over_limit, shadow_denied, unlimited, no_rule).",
+                &["domain", "rule", "decision"],
+            )?,
+            rls_calls: TRANSPORTS.map(|transport| {
+                RLS_CODES.map(|code| rls_calls.with_label_values(&[transport, code]))
+            }),
+            rls_duration: TRANSPORTS.map(|transport| rls_duration.with_label_values(&[transport])),
+            rules_loaded,
+            config_reloads: counter(
+                &registry,
+                "turnstile_config_reloads_total",
+                "Reloads of the rule files (on change or SIGHUP), by result (ok, or error: the old rules stay in force).",
+                &["result"],
+            )?,
             decisions: counter(
                 &registry,
                 "turnstile_decisions_total",
@@ -261,6 +335,68 @@ impl Metrics {
         for kind in FAULT_KINDS {
             self.faults.with_label_values(&[kind]);
         }
+        for result in ["ok", "error"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        // The RLS call counters were resolved (so created at 0) in `new`.
+    }
+
+    /// The decision counters of one rule (called for each rule at every load).
+    pub(crate) fn rule_counters(&self, domain: &str, rule: &str) -> RuleCounters {
+        let resolve = |decision| {
+            self.rls_decisions
+                .with_label_values(&[domain, rule, decision])
+        };
+        RuleCounters {
+            ok: resolve("ok"),
+            over_limit: resolve("over_limit"),
+            shadow_denied: resolve("shadow_denied"),
+            unlimited: resolve("unlimited"),
+        }
+    }
+
+    /// The `no_rule` counter of a loaded domain (`""` for every domain not loaded).
+    pub(crate) fn unmatched_counter(&self, domain: &str) -> IntCounter {
+        self.rls_decisions
+            .with_label_values(&[domain, "", "no_rule"])
+    }
+
+    pub(crate) fn set_rules_loaded(&self, rules: usize) {
+        self.rules_loaded
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+    }
+
+    /// Records one rate limit service call.
+    pub(crate) fn record_rls(&self, transport: Transport, code: RlsCode, elapsed: Duration) {
+        self.rls_calls[transport as usize][code as usize].inc();
+        self.rls_duration[transport as usize].observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn record_reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Checks handed to a backend of `kind` so far, whatever their outcome (the sample count
+    /// of `turnstile_check_duration_seconds`).
+    pub fn checks_total(&self, kind: BackendKind) -> u64 {
+        self.check_duration[kind_index(kind)]
+            .iter()
+            .map(Histogram::get_sample_count)
+            .sum()
+    }
+
+    /// Rule-file reloads with `result` (`ok` or `error`) so far.
+    pub fn config_reloads_total(&self, result: &str) -> u64 {
+        self.config_reloads.with_label_values(&[result]).get()
+    }
+
+    /// Rate limit service decisions so far for `rule` (its label) of `domain`.
+    pub fn rls_decisions_total(&self, domain: &str, rule: &str, decision: &str) -> u64 {
+        self.rls_decisions
+            .with_label_values(&[domain, rule, decision])
+            .get()
     }
 
     /// Marks `kind` as the active backend in `turnstile_build_info`.

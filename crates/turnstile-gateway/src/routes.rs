@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Json, Router};
 use futures_util::FutureExt;
-use turnstile_backend::{CheckError, MAX_KEY_LEN};
-use turnstile_core::Decision;
+use turnstile_backend::{BackendKind, CheckError, MAX_KEY_LEN};
+use turnstile_core::{Decision, Policy};
 
 use crate::api::{CheckRequest, CheckResponse, DROPPED_HEADER, ErrorBody, RATE_LIMITED, Route};
 use crate::config::FailureMode;
@@ -56,6 +56,7 @@ fn handler(route: Route) -> Option<MethodRouter<Arc<AppState>>> {
     Some(match route {
         Route::Check => post(check),
         Route::ForwardAuth => any(forward_auth),
+        Route::RateLimit => post(crate::rls::json::rate_limit),
         Route::Healthz => get(healthz),
         Route::Readyz => get(readyz),
         Route::Metrics => get(metrics),
@@ -77,54 +78,63 @@ enum Outcome {
 }
 
 /// Runs one check through the active backend, recording metrics, applying the failure mode.
-///
-/// A panic while deciding (an injected poison, on the concurrent map, runs on this very task)
-/// is caught here and becomes a `crashed` drop: one lost check, never a 500 or a dead
-/// connection. In an actor or a pool worker the panic kills that task instead, and its
-/// callers see `crashed` through their replies.
 async fn decide(
     state: &AppState,
     key: &str,
     policy: &NamedPolicy,
     cost: u32,
 ) -> Result<Outcome, ApiError> {
-    let backend = state.backend();
-    let kind = backend.kind();
-    let started = Instant::now();
-    let result = AssertUnwindSafe(async { backend.check(key, &policy.policy, cost).await })
-        .catch_unwind()
-        .await
-        .unwrap_or(Err(CheckError::Crashed));
-    let elapsed = started.elapsed();
+    let (kind, result) = run_check(state, key, &policy.policy, cost).await;
     match result {
         Ok(decision) => {
-            let outcome = if decision.allowed {
-                CheckOutcome::Allowed
-            } else {
-                CheckOutcome::Limited
-            };
-            state.metrics.record_check(kind, outcome, elapsed);
             Metrics::record_decision(&policy.counters, kind, decision.allowed);
             Ok(Outcome::Decided(decision))
         }
         Err(error) if error.is_drop() => {
-            state
-                .metrics
-                .record_check(kind, CheckOutcome::Dropped, elapsed);
-            state.metrics.record_drop(kind, error.reason());
             tracing::debug!(reason = error.reason(), policy = %policy.name, "check dropped");
             match policy.failure_mode {
                 FailureMode::Open => Ok(Outcome::AdmittedOnDrop(error)),
                 FailureMode::Closed => Err(ApiError::Dropped(error)),
             }
         }
-        Err(error) => {
-            state
-                .metrics
-                .record_check(kind, CheckOutcome::Invalid, elapsed);
-            Err(error.into())
-        }
+        Err(error) => Err(error.into()),
     }
+}
+
+/// One check through the active backend, timed and counted (`turnstile_check_duration_seconds`
+/// by outcome; drops in `turnstile_dropped_checks_total`), for every route that decides: the
+/// client-limited routes, `/v1/check`, and Envoy's rate limit service. Returns the kind of the
+/// backend that answered with its answer.
+///
+/// A panic while deciding (an injected poison, on the concurrent map, runs on this very task)
+/// is caught here and becomes a `crashed` drop: one lost check, never a 500 or a dead
+/// connection. In an actor or a pool worker the panic kills that task instead, and its
+/// callers see `crashed` through their replies.
+pub(crate) async fn run_check(
+    state: &AppState,
+    key: &str,
+    policy: &Policy,
+    cost: u32,
+) -> (BackendKind, Result<Decision, CheckError>) {
+    let backend = state.backend();
+    let kind = backend.kind();
+    let started = Instant::now();
+    let result = AssertUnwindSafe(async { backend.check(key, policy, cost).await })
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(CheckError::Crashed));
+    let elapsed = started.elapsed();
+    let outcome = match &result {
+        Ok(decision) if decision.allowed => CheckOutcome::Allowed,
+        Ok(_) => CheckOutcome::Limited,
+        Err(error) if error.is_drop() => {
+            state.metrics.record_drop(kind, error.reason());
+            CheckOutcome::Dropped
+        }
+        Err(_) => CheckOutcome::Invalid,
+    };
+    state.metrics.record_check(kind, outcome, elapsed);
+    (kind, result)
 }
 
 fn millis_ceil(duration: std::time::Duration) -> u64 {

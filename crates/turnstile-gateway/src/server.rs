@@ -25,6 +25,8 @@ use crate::state::AppState;
 pub struct Application {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
+    /// Envoy's rate limit service (gRPC), when `rls.listen` is set.
+    rls_listener: Option<TcpListener>,
     state: Arc<AppState>,
     shutdown_grace: Duration,
 }
@@ -51,9 +53,14 @@ impl Application {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
+        let rls_listener = match config.rls.listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             admin_listener,
+            rls_listener,
             state,
             shutdown_grace: config.shutdown_grace,
         })
@@ -67,6 +74,13 @@ impl Application {
     /// The admin listener's address, if it is enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The rate limit service's (gRPC) address, if it is enabled.
+    pub fn rls_addr(&self) -> Option<SocketAddr> {
+        self.rls_listener
             .as_ref()
             .and_then(|listener| listener.local_addr().ok())
     }
@@ -102,6 +116,19 @@ impl Application {
                 }
             });
         }
+        if let Some(listener) = self.rls_listener {
+            let state = Arc::clone(&self.state);
+            let stopped = stopping.clone();
+            tokio::spawn(async move {
+                if let Err(error) = crate::rls::grpc::serve(listener, state, stopped).await {
+                    tracing::error!(%error, "rate limit service listener failed");
+                }
+            });
+        }
+        tokio::spawn(crate::rls::reload::run(
+            Arc::clone(&self.state),
+            stopping.clone(),
+        ));
         let service =
             app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, service)

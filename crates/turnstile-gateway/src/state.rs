@@ -7,6 +7,7 @@
 //! - Everything the request path reads per request (policies by index, header names, the
 //!   client-IP resolver) is resolved here once, at start-up.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::config::{self, Config, Secret};
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::policies::PolicySet;
+use crate::rls::{ActiveRules, RulesError};
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -50,6 +52,15 @@ pub struct AppState {
     pub(crate) in_flight: AtomicUsize,
     pub(crate) request_timeout: Duration,
     pub(crate) admin_token: Option<Secret>,
+    /// The rate limit service's rules in force. Swapped whole by a reload; each call holds
+    /// the set it started with.
+    rules: ArcSwap<ActiveRules>,
+    /// Where the rules are loaded from (`rls.config_dir`).
+    rules_dir: Option<PathBuf>,
+    /// Serialises reloads, so two never race to swap.
+    reloading: std::sync::Mutex<()>,
+    /// `rls.shadow_mode`: every rule decides and counts, and answers OK.
+    pub(crate) rls_shadow_mode: bool,
 }
 
 impl AppState {
@@ -76,6 +87,7 @@ impl AppState {
         };
         let gateway_policy = resolve("gateway.policy", &config.gateway.policy)?;
         let forward_auth_policy = resolve("forward_auth.policy", &config.forward_auth.policy)?;
+        let rules = ActiveRules::load(config.rls.config_dir.as_deref(), config.backend, &metrics)?;
         let backend_config = config.backend_config();
         let backend = turnstile_backend::build(&backend_config, &context)?;
         let forward_auth_key_header = config
@@ -110,6 +122,10 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             request_timeout: config.request_timeout,
             admin_token: config.admin_token.clone(),
+            rules: ArcSwap::from_pointee(rules),
+            rules_dir: config.rls.config_dir.clone(),
+            reloading: std::sync::Mutex::new(()),
+            rls_shadow_mode: config.rls.shadow_mode,
         }))
     }
 
@@ -138,6 +154,43 @@ impl AppState {
         &self.context.faults
     }
 
+    /// The rate limit service's rules in force now.
+    pub(crate) fn rules(&self) -> Arc<ActiveRules> {
+        self.rules.load_full()
+    }
+
+    /// The directory the rules are loaded from, if any.
+    pub fn rules_dir(&self) -> Option<&Path> {
+        self.rules_dir.as_deref()
+    }
+
+    /// Reloads the rule files. On success new calls see the whole new set at once (calls in
+    /// flight finish on the old) and rules whose limit is unchanged keep their state (their
+    /// keys are unchanged); on failure the old rules stay in force. Either way the result is
+    /// logged and counted in `turnstile_config_reloads_total`.
+    pub fn reload_rules(&self) -> Result<(), RulesError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = ActiveRules::load(self.rules_dir(), self.backend_kind(), &self.metrics);
+        self.metrics.record_reload(result.is_ok());
+        match result {
+            Ok(rules) => {
+                self.rules.store(Arc::new(rules));
+                tracing::info!("rules reloaded");
+                Ok(())
+            }
+            Err(error) => {
+                // Restore the gauge the failed load did not get to set.
+                self.metrics
+                    .set_rules_loaded(self.rules.load().set.rules().len());
+                tracing::error!(%error, "rule reload failed: the previous rules stay in force");
+                Err(error)
+            }
+        }
+    }
+
     /// Replaces the active backend with a new one of `kind` (same configuration otherwise).
     /// New checks go to the new backend at once; the old one drains what it has queued, then
     /// stops. Its keys' state does not carry over. When the new backend cannot be built from
@@ -152,6 +205,11 @@ impl AppState {
         if kind == BackendKind::Redis {
             for named in self.policies.iter() {
                 turnstile_backend::validate_redis_policy(&named.policy)?;
+            }
+            for rule in self.rules.load().set.rules() {
+                if let turnstile_rules::Limit::Limited { policy, .. } = &rule.limit {
+                    turnstile_backend::validate_redis_policy(policy)?;
+                }
             }
         }
         let replacement = turnstile_backend::build(&config, &self.context)?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use turnstile_backend::{SimulatedWork, WorkKind};
 use turnstile_gateway::Config;
-use turnstile_gateway::cli::{Cli, NON_CONFIG_FLAGS, render_default};
+use turnstile_gateway::cli::{Cli, NON_CONFIG_FLAGS, flag_for, render_default, value_at};
 
 fn workspace_file(path: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -158,21 +158,17 @@ fn every_flag_is_a_setting_and_the_readme_names_each_one() {
         .collect();
     for (id, long) in &flags {
         assert!(
-            defaults.get(id).is_some(),
+            value_at(&defaults, id).is_some(),
             "--{long} is not a configuration key"
         );
-        assert_eq!(
-            *long,
-            id.replace('_', "-"),
-            "--{long} is named after `{id}`"
-        );
+        assert_eq!(*long, flag_for(id), "--{long} is named after `{id}`");
         // Its help ends in the default `Config` gives, when it has one.
         let arg = command
             .get_arguments()
             .find(|arg| arg.get_id() == id.as_str())
             .unwrap();
         let help = arg.get_help().unwrap().to_string();
-        if let Some(default) = render_default(&defaults[id]) {
+        if let Some(default) = value_at(&defaults, id).and_then(render_default) {
             assert!(
                 help.ends_with(&format!("[default: {default}]")),
                 "--{long}: {help}"

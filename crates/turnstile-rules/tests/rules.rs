@@ -1,6 +1,8 @@
 //! envoyproxy/ratelimit configurations: what loads, what matches, and every bad file refused
 //! with the file, the YAML path and the problem.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
