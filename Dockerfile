@@ -29,8 +29,9 @@ USER 10001:10001
 # defaults and can be set with TURNSTILE_* variables (see the README's configuration table).
 ENV TURNSTILE_LISTEN=0.0.0.0:8080
 # 8080: the API, /metrics, /healthz, /readyz. 8081: the admin API, when TURNSTILE_ADMIN_LISTEN
-# sets it (it requires TURNSTILE_ADMIN_TOKEN beyond loopback).
-EXPOSE 8080 8081
+# sets it (it requires TURNSTILE_ADMIN_TOKEN beyond loopback). 8082: Envoy's rate limit service
+# (gRPC), when TURNSTILE_RLS__LISTEN sets it.
+EXPOSE 8080 8081 8082
 # Liveness (GET /healthz). Readiness (/readyz: the backend serves; for redis, Redis answers) is
 # `turnstile --readiness-check`, for orchestrators that separate the two.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \

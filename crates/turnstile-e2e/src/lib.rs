@@ -139,6 +139,16 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (as `kill` spells it: `-HUP`) to the process itself.
+    pub fn signal(&self, signal: &str) -> bool {
+        Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
     /// Whether any process of its group is still running.
     pub fn group_alive(&self) -> bool {
         signal_group(self.child.id(), "-0")
@@ -178,6 +188,44 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Where `.ci/run` puts the Python tools of the end-to-end tests (a virtualenv).
+pub const PYTHON_VENV: &str = "target/e2e-venv";
+
+/// A Python interpreter that can import `modules` (`grpc`, `envoy.service.ratelimit.v3`):
+/// `$TURNSTILE_E2E_PYTHON`, else the virtualenv [`PYTHON_VENV`] `.ci/run` makes. `None` when
+/// neither has them and [`REQUIRE_TOOLS`] is not set (the reason is printed); panics when
+/// they are required.
+pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
+    let candidate = std::env::var_os("TURNSTILE_E2E_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(PYTHON_VENV).join("bin/python"));
+    let imports = modules
+        .iter()
+        .map(|module| format!("import {module}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let works = Command::new(&candidate)
+        .args(["-c", &imports])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if works {
+        return Some(candidate);
+    }
+    let advice = format!(
+        "{} cannot import {} (crates/turnstile-e2e/python/requirements.txt; `.ci/run` installs it into {PYTHON_VENV})",
+        candidate.display(),
+        modules.join(", ")
+    );
+    assert!(
+        std::env::var(REQUIRE_TOOLS).as_deref() != Ok("1"),
+        "{advice}, and {REQUIRE_TOOLS}=1 requires it"
+    );
+    eprintln!("SKIPPED: {advice}; set {REQUIRE_TOOLS}=1 to make this a failure");
+    None
 }
 
 /// A scratch directory removed when dropped.

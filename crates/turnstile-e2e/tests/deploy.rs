@@ -3,7 +3,9 @@
 //! dependencies; every gateway's `TURNSTILE_*` environment is a configuration the gateway
 //! accepts; Prometheus scrapes exactly the compose gateways; Grafana's mounts match its
 //! provisioning; the Dockerfile builds binaries that exist and probes with a flag the binary
-//! has; every Kubernetes ConfigMap holds a valid configuration its pods mount where they read.
+//! has; every Kubernetes ConfigMap holds a valid configuration its pods mount where they read;
+//! every rule directory a gateway is pointed at loads, and the Envoy example's `rate_limits`
+//! actions produce descriptors those rules limit.
 
 // Test code: a panic is how a failure is reported. figment's `Jail` closures return its
 // (large) error type; that is its API, not ours.
@@ -111,11 +113,33 @@ fn every_compose_gateway_gets_a_configuration_the_gateway_accepts() {
             .into(),
         "one gateway per backend"
     );
+    let services = services();
     for (service, config) in &gateways {
         assert!(
             config.listen.ip().is_unspecified(),
             "{service} must listen beyond loopback"
         );
+        // Envoy's rate limit service, with its rules mounted from a directory that loads.
+        assert!(
+            config
+                .rls
+                .listen
+                .is_some_and(|rls| rls.ip().is_unspecified()),
+            "{service}: the rate limit service must listen beyond loopback"
+        );
+        let rules_dir = config.rls.config_dir.as_ref().expect("a rule directory");
+        let volumes = services[service.as_str()]["volumes"].as_sequence().unwrap();
+        let host = volumes
+            .iter()
+            .filter_map(|volume| {
+                let (host, target) = volume.as_str()?.split_once(':')?;
+                (Path::new(target.trim_end_matches(":ro")) == rules_dir).then_some(host)
+            })
+            .next()
+            .unwrap_or_else(|| panic!("{service}: nothing is mounted at {}", rules_dir.display()));
+        let loaded = turnstile_rules::load_dir(&workspace_root().join(host))
+            .unwrap_or_else(|error| panic!("{service}: {error}"));
+        assert!(loaded.rules.has_domain("edge"), "{service}: {host}");
         assert!(
             config.admin_token.is_some(),
             "{service}: a non-loopback admin needs a token"
@@ -436,6 +460,45 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
                 std::fs::write(&file_path, toml).unwrap();
                 let config = load_config(Some(&file_path), &BTreeMap::new())
                     .unwrap_or_else(|error| panic!("{}: {map_name}: {error}", path.display()));
+                if let Some(rules_dir) = &config.rls.config_dir {
+                    // The rules' ConfigMap, mounted where `rls.config_dir` reads, loads, and
+                    // is the shipped rules file.
+                    let mount = container["volumeMounts"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .find(|m| Path::new(m["mountPath"].as_str().unwrap()) == rules_dir)
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{}: nothing mounted at {}",
+                                path.display(),
+                                rules_dir.display()
+                            )
+                        });
+                    let volume = spec["volumes"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .find(|v| v["name"] == mount["name"])
+                        .unwrap();
+                    let rules_map = config_maps[&name(&volume["configMap"]["name"])];
+                    let rules = scratch.path().join("rules");
+                    std::fs::create_dir(&rules).unwrap();
+                    for (file, text) in rules_map["data"].as_mapping().unwrap() {
+                        std::fs::write(rules.join(name(file)), text.as_str().unwrap()).unwrap();
+                    }
+                    turnstile_rules::load_dir(&rules)
+                        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                    assert_eq!(
+                        rules_map["data"]["edge.yaml"].as_str().unwrap(),
+                        std::fs::read_to_string(
+                            workspace_root().join("deploy/ratelimit/edge.yaml")
+                        )
+                        .unwrap(),
+                        "{}: the rules ConfigMap is deploy/ratelimit/edge.yaml",
+                        path.display()
+                    );
+                }
                 for probe in ["readinessProbe", "livenessProbe"] {
                     if let Some(http) = container[probe]["httpGet"].as_mapping() {
                         let probe_path = http[&Value::from("path")].as_str().unwrap();
@@ -472,4 +535,70 @@ fn docker_compose_yml_conforms_to_the_compose_specification_schema() {
         .map(|error| format!("{} at {}", error, error.instance_path()))
         .collect();
     assert!(errors.is_empty(), "docker-compose.yml: {errors:#?}");
+}
+
+#[test]
+fn the_envoy_example_produces_descriptors_the_shipped_rules_limit() {
+    let envoy = yaml("deploy/envoy/envoy.yaml");
+    let rules = turnstile_rules::load_dir(&workspace_root().join("deploy/ratelimit")).unwrap();
+    let manager = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let filter = manager["http_filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|filter| filter["name"] == "envoy.filters.http.ratelimit")
+        .expect("the rate limit filter");
+    let domain = filter["typed_config"]["domain"].as_str().unwrap();
+    assert!(rules.rules.has_domain(domain), "domain `{domain}`");
+    assert_eq!(
+        filter["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"],
+        "turnstile"
+    );
+    let actions = manager["route_config"]["virtual_hosts"][0]["rate_limits"]
+        .as_sequence()
+        .unwrap();
+    assert!(!actions.is_empty());
+    for rate_limit in actions {
+        // The descriptor Envoy builds from these actions, for a client 192.0.2.1.
+        let entries: Vec<(String, String)> = rate_limit["actions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|action| {
+                if action.get("remote_address").is_some() {
+                    ("remote_address".to_owned(), "192.0.2.1".to_owned())
+                } else if let Some(matched) = action.get("header_value_match") {
+                    (
+                        "header_match".to_owned(),
+                        name(&matched["descriptor_value"]),
+                    )
+                } else {
+                    panic!("an action this test does not model: {action:?}")
+                }
+            })
+            .collect();
+        let found = rules.rules.find(
+            domain,
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        assert!(found.is_some(), "no rule limits {entries:?}");
+    }
+    // The cluster points at the port the compose gateways serve the rate limit service on.
+    let cluster = envoy["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|cluster| cluster["name"] == "turnstile")
+        .unwrap();
+    let port = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"]["port_value"]
+        .as_u64()
+        .unwrap();
+    for (service, config) in gateway_services() {
+        assert_eq!(
+            config.rls.listen.map(|address| u64::from(address.port())),
+            Some(port),
+            "{service}"
+        );
+    }
 }

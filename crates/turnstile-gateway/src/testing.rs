@@ -30,12 +30,17 @@ use crate::error::StartError;
 use crate::routes::{GatewayService, admin_app, app};
 use crate::{AppState, Application, Config};
 
-/// `config` listening on loopback ports the OS picks, with the admin listener on too.
+/// `config` listening on loopback ports the OS picks, with the admin listener and Envoy's
+/// rate limit service (gRPC) on too.
 pub fn on_loopback(config: Config) -> Config {
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     Config {
         listen: any_port,
         admin_listen: Some(any_port),
+        rls: crate::config::RlsSettings {
+            listen: Some(any_port),
+            ..config.rls
+        },
         ..config
     }
 }
@@ -47,6 +52,8 @@ pub struct RunningGateway {
     pub address: SocketAddr,
     /// Its admin address, if the configuration enables the admin listener.
     pub admin: Option<SocketAddr>,
+    /// Its rate limit service (gRPC) address, if the configuration enables it.
+    pub rls: Option<SocketAddr>,
     state: Arc<AppState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
@@ -81,7 +88,7 @@ pub fn spawn_with_clock(
                 };
                 let addresses = application
                     .local_addr()
-                    .map(|address| (address, application.admin_addr()));
+                    .map(|address| (address, application.admin_addr(), application.rls_addr()));
                 let state = Arc::clone(application.state());
                 let _ = ready_tx.send(Ok((addresses, state)));
                 application
@@ -92,7 +99,7 @@ pub fn spawn_with_clock(
             })
         })
         .map_err(|source| StartError::Runtime(source.to_string()))?;
-    let ((address, admin), state) = match ready_rx.recv() {
+    let ((address, admin, rls), state) = match ready_rx.recv() {
         Ok(Ok((Ok(addresses), state))) => (addresses, state),
         Ok(Ok((Err(error), _))) => return Err(StartError::Runtime(error.to_string())),
         Ok(Err(error)) => return Err(error),
@@ -107,6 +114,7 @@ pub fn spawn_with_clock(
     Ok(RunningGateway {
         address,
         admin,
+        rls,
         state,
         stop: Some(stop),
         thread: Some(thread),

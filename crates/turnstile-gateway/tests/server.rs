@@ -145,6 +145,28 @@ fn the_binary_exits_with_a_message_naming_the_bad_field() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 }
 
+#[test]
+fn a_bad_rule_file_stops_start_up_with_exit_2_naming_file_line_and_path() {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    std::fs::write(
+        dir.path().join("edge.yaml"),
+        "domain: edge\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: minute\n      request_per_unit: 5\n",
+    )
+    .expect("write the rule file");
+    let output = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["--listen", "127.0.0.1:0", "--rls-config"])
+        .arg(dir.path())
+        .env_remove("TURNSTILE_CONFIG")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("edge.yaml:6: descriptors[0].rate_limit.request_per_unit: unknown field"),
+        "{stderr}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn the_binary_drains_and_exits_cleanly_on_sigterm() {
