@@ -72,7 +72,7 @@ pub use error::CheckError;
 pub use faults::Faults;
 pub use pool::PoolConfig;
 pub use redis_backend::{
-    RedisClock, RedisConfig, RedisUrl, validate_policy as validate_redis_policy,
+    PolicyNames, RedisClock, RedisConfig, RedisUrl, validate_policy as validate_redis_policy,
 };
 pub use state_key::MAX_KEY_LEN;
 pub use status::{

@@ -98,7 +98,8 @@ async fn poison(
     State(state): State<Arc<AppState>>,
     AppJson(request): AppJson<PoisonRequest>,
 ) -> Result<Response, ApiError> {
-    let policy = state.policies.resolve(request.policy.as_deref())?;
+    let policies = state.policies();
+    let policy = policies.resolve(request.policy.as_deref())?;
     state.faults().poison(policy.policy.id(), &request.key)?;
     state.metrics.record_fault("poison");
     tracing::warn!(policy = %policy.name, "fault injected: poisoned a key");

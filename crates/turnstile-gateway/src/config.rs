@@ -392,6 +392,50 @@ impl Config {
         Ok(config)
     }
 
+    /// The settings other than `policies` whose values differ in `other`, as dotted keys:
+    /// what a reload cannot apply without a restart.
+    pub fn changed_settings(&self, other: &Config) -> Vec<String> {
+        fn leaves(
+            value: &serde_json::Value,
+            prefix: &str,
+            out: &mut Vec<(String, serde_json::Value)>,
+        ) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, value) in map {
+                        let key = if prefix.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{prefix}.{key}")
+                        };
+                        leaves(value, &key, out);
+                    }
+                }
+                other => out.push((prefix.to_owned(), other.clone())),
+            }
+        }
+        let flatten = |config: &Config| {
+            let mut out = Vec::new();
+            let value = serde_json::to_value(Config {
+                policies: BTreeMap::new(),
+                ..config.clone()
+            })
+            .unwrap_or_default();
+            leaves(&value, "", &mut out);
+            out
+        };
+        let (mine, theirs) = (flatten(self), flatten(other));
+        let mut changed: Vec<String> = mine
+            .iter()
+            .filter(|leaf| !theirs.contains(leaf))
+            .chain(theirs.iter().filter(|leaf| !mine.contains(leaf)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.policies.is_empty() {
@@ -539,8 +583,9 @@ impl Config {
                 wait_timeout: self.redis.wait_timeout,
                 command_timeout: self.redis.command_timeout,
                 clock: self.redis.clock,
-                // The same order `PolicySet` numbers them in.
-                policy_names: self.policies.keys().cloned().collect(),
+                // Named by the gateway's `PolicySet`, which owns the ids (and renames on a
+                // reload).
+                policy_names: Default::default(),
             },
         }
     }

@@ -24,7 +24,8 @@
 //!   4xx/503 status; [`StartError`], why the gateway could not start.
 //! - [`metrics`]: the Prometheus registry.
 //! - `rls`: Envoy's rate limit service (gRPC on `rls.listen`, `POST /v1/ratelimit`), its
-//!   rules (`rls.config_dir`, from `turnstile-rules`) and their reloading.
+//!   rules (`rls.config_dir`, from `turnstile-rules`); `reload`: the rules and the TOML
+//!   file's policies reloaded on change and on `SIGHUP`.
 //! - [`testing`]: start a gateway in-process (tests, `turnstile-load compare`, embedding).
 //!
 //! Modules depend downwards in this list's spirit: handlers on state, state on config,
@@ -53,6 +54,7 @@ mod edge;
 mod extract;
 mod headers;
 mod policies;
+mod reload;
 mod rls;
 mod routes;
 
@@ -64,4 +66,4 @@ pub use metrics::Metrics;
 pub use rls::RulesError;
 pub use routes::{GatewayService, admin_app, app};
 pub use server::{Application, shutdown_signal};
-pub use state::AppState;
+pub use state::{AppState, ConfigSource, PolicyReloadError};

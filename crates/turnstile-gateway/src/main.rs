@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use turnstile_gateway::cli::Cli;
-use turnstile_gateway::{Application, Config, StartError, shutdown_signal};
+use turnstile_gateway::{Application, Config, ConfigSource, StartError, shutdown_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_defaults();
@@ -37,7 +37,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(config) {
+    let source = ConfigSource {
+        file: cli.config.clone(),
+        overrides: serde_json::to_value(&cli).unwrap_or_default(),
+    };
+    match run(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("turnstile: {error:#}");
@@ -51,9 +55,11 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let backend = config.backend;
     let application = Application::build(config).await?;
+    // So the file's policies reload on change and on SIGHUP.
+    application.state().set_config_source(source);
     // Handlers first, then the announcement: a signal sent once we say we listen is honoured.
     let shutdown = shutdown_signal();
     if let Some(admin) = application.admin_addr() {

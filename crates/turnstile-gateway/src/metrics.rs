@@ -214,7 +214,7 @@ impl Metrics {
             config_reloads: counter(
                 &registry,
                 "turnstile_config_reloads_total",
-                "Reloads of the rule files (on change or SIGHUP), by result (ok, or error: the old rules stay in force).",
+                "Reloads of the rule files and the TOML file's policies (on change or SIGHUP), by result (ok, or error: what was in force stays).",
                 &["result"],
             )?,
             decisions: counter(

@@ -1,4 +1,11 @@
-//! The named policies, resolved at start-up with everything the request path needs.
+//! The named policies, resolved at start-up (and at each reload of the TOML file) with
+//! everything the request path needs.
+//!
+//! # Invariants
+//!
+//! - A policy keeps its id (its keyspace in the backends) across reloads for as long as its
+//!   name stays; a new name gets an id never used before in this process, so a policy added
+//!   by a reload never inherits a removed one's state.
 
 use std::collections::HashMap;
 
@@ -24,20 +31,41 @@ pub(crate) struct NamedPolicy {
 pub(crate) struct PolicySet {
     policies: Vec<NamedPolicy>,
     by_name: HashMap<String, usize>,
+    /// The next id never given to a policy.
+    next_id: u16,
+    /// Index of the gateway route's policy.
+    gateway: usize,
+    /// Index of the forward-auth policy.
+    forward_auth: usize,
 }
 
 impl PolicySet {
-    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Self, ConfigError> {
+    /// The policies of `config`; those also in `previous` keep their ids.
+    pub(crate) fn new(
+        config: &Config,
+        metrics: &Metrics,
+        previous: Option<&PolicySet>,
+    ) -> Result<Self, ConfigError> {
         let mut policies = Vec::with_capacity(config.policies.len());
         let mut by_name = HashMap::with_capacity(config.policies.len());
-        for (id, (name, policy_config)) in config.policies.iter().enumerate() {
-            let id = u16::try_from(id)
-                .ok()
-                .filter(|id| *id < Policy::RULES_KEYSPACE)
-                .ok_or_else(|| ConfigError::Invalid {
-                    field: "policies".into(),
-                    problem: "at most 65535 policies".into(),
-                })?;
+        let mut next_id = previous.map_or(0, |previous| previous.next_id);
+        for (name, policy_config) in &config.policies {
+            let kept = previous
+                .and_then(|previous| previous.get(name))
+                .map(|named| named.policy.id());
+            let id = match kept {
+                Some(id) => id,
+                None if next_id < Policy::RULES_KEYSPACE => {
+                    next_id += 1;
+                    next_id - 1
+                }
+                None => {
+                    return Err(ConfigError::Invalid {
+                        field: "policies".into(),
+                        problem: "at most 65535 policies (counting every one added by a reload since start-up)".into(),
+                    });
+                }
+            };
             let policy = config.policy(name, policy_config, id)?;
             by_name.insert(name.clone(), policies.len());
             policies.push(NamedPolicy {
@@ -49,27 +77,57 @@ impl PolicySet {
                 policy,
             });
         }
-        Ok(Self { policies, by_name })
+        // Validation guarantees both names exist; resolving them here keeps it that way.
+        let resolve = |field: &str, name: &str| {
+            by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| ConfigError::Invalid {
+                    field: field.into(),
+                    problem: format!("unknown policy `{name}`"),
+                })
+        };
+        let gateway = resolve("gateway.policy", &config.gateway.policy)?;
+        let forward_auth = resolve("forward_auth.policy", &config.forward_auth.policy)?;
+        Ok(Self {
+            policies,
+            by_name,
+            next_id,
+            gateway,
+            forward_auth,
+        })
+    }
+
+    /// The gateway route's policy.
+    pub(crate) fn gateway(&self) -> &NamedPolicy {
+        &self.policies[self.gateway]
+    }
+
+    /// The forward-auth policy.
+    pub(crate) fn forward_auth(&self) -> &NamedPolicy {
+        &self.policies[self.forward_auth]
+    }
+
+    /// Policy names by id (ids no policy holds now are empty), for the redis backend's keys.
+    pub(crate) fn names_by_id(&self) -> Vec<String> {
+        let mut names = vec![String::new(); usize::from(self.next_id)];
+        for named in &self.policies {
+            names[usize::from(named.policy.id())] = named.name.clone();
+        }
+        names
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&NamedPolicy> {
         self.index_of(name).map(|index| &self.policies[index])
     }
 
-    /// The position of `name`, resolved once at start-up by routes that always use the same
-    /// policy, so the request path indexes instead of hashing a name.
-    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+    fn index_of(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
 
     /// Every policy, in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &NamedPolicy> {
         self.policies.iter()
-    }
-
-    /// The policy at a position from [`PolicySet::index_of`].
-    pub(crate) fn at(&self, index: usize) -> &NamedPolicy {
-        &self.policies[index]
     }
 
     /// The policy a request names (`default` when it names none), or the API error saying

@@ -162,7 +162,8 @@ pub(crate) async fn check(
             max: MAX_KEY_LEN,
         });
     }
-    let policy = state.policies.resolve(request.policy.as_deref())?;
+    let policies = state.policies();
+    let policy = policies.resolve(request.policy.as_deref())?;
     let cost = request.cost.unwrap_or(1);
     if cost > policy.policy.burst() {
         return Err(ApiError::CostExceedsBurst {
@@ -229,11 +230,11 @@ async fn limit_client_inner(
     request: &Parts,
     route: ClientRoute,
 ) -> Result<Response, ApiError> {
+    let policies = state.policies();
     let (policy, deny_status) = match route {
-        ClientRoute::ForwardAuth => (state.forward_auth_policy, state.forward_auth_deny_status),
-        ClientRoute::Gateway => (state.gateway_policy, StatusCode::TOO_MANY_REQUESTS),
+        ClientRoute::ForwardAuth => (policies.forward_auth(), state.forward_auth_deny_status),
+        ClientRoute::Gateway => (policies.gateway(), StatusCode::TOO_MANY_REQUESTS),
     };
-    let policy = state.policies.at(policy);
     let header_key;
     let ip_key;
     let key: &str = match (route, &state.forward_auth_key_header) {

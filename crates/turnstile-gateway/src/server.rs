@@ -125,7 +125,7 @@ impl Application {
                 }
             });
         }
-        tokio::spawn(crate::rls::reload::run(
+        tokio::spawn(crate::reload::run(
             Arc::clone(&self.state),
             stopping.clone(),
         ));

@@ -24,6 +24,27 @@ use crate::metrics::Metrics;
 use crate::policies::PolicySet;
 use crate::rls::{ActiveRules, RulesError};
 
+/// Where a configuration came from: the file and the command line's overrides (the
+/// environment is read again at each reload, as at start-up).
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The TOML file, if any.
+    pub file: Option<PathBuf>,
+    /// The command line's settings, serialized.
+    pub overrides: serde_json::Value,
+}
+
+/// Why the TOML file's policies could not be reloaded; the old ones stay in force.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyReloadError {
+    /// The file, environment or overrides no longer make a valid configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A policy the active backend cannot hold.
+    #[error(transparent)]
+    Backend(#[from] BuildError),
+}
+
 /// Everything the handlers share.
 pub struct AppState {
     /// The active backend. Swapped whole by the admin API's backend switch; each check holds
@@ -35,13 +56,16 @@ pub struct AppState {
     context: BuildContext,
     /// Serialises backend switches.
     switching: tokio::sync::Mutex<()>,
-    pub(crate) policies: PolicySet,
+    /// The named policies in force. Swapped whole by a reload of the TOML file; each request
+    /// holds the set it started with.
+    policies: ArcSwap<PolicySet>,
+    /// The configuration the gateway started with (a reload changes its policies only).
+    running: Config,
+    /// Where the configuration was read from, to reload its policies (the binary sets it;
+    /// gateways built from values have none).
+    config_source: std::sync::OnceLock<ConfigSource>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) client_ip: ClientIpResolver,
-    /// Index into `policies` of the gateway route's policy.
-    pub(crate) gateway_policy: usize,
-    /// Index into `policies` of the forward-auth policy.
-    pub(crate) forward_auth_policy: usize,
     pub(crate) forward_auth_key_header: Option<HeaderName>,
     pub(crate) forward_auth_deny_status: StatusCode,
     pub(crate) legacy_ratelimit_headers: bool,
@@ -70,25 +94,18 @@ impl AppState {
     pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         config.validate()?;
         let metrics = Arc::new(Metrics::new(config.backend, config.shards)?);
-        let policies = PolicySet::new(config, &metrics)?;
+        let policies = PolicySet::new(config, &metrics, None)?;
         let context = BuildContext {
             clock,
             faults: Arc::default(),
             observer: Arc::clone(&metrics) as Arc<dyn turnstile_backend::BackendObserver>,
         };
-        // Validation guarantees both names exist; resolving them here keeps it that way.
-        let resolve = |field: &str, name: &str| {
-            policies
-                .index_of(name)
-                .ok_or_else(|| config::ConfigError::Invalid {
-                    field: field.into(),
-                    problem: format!("unknown policy `{name}`"),
-                })
-        };
-        let gateway_policy = resolve("gateway.policy", &config.gateway.policy)?;
-        let forward_auth_policy = resolve("forward_auth.policy", &config.forward_auth.policy)?;
         let rules = ActiveRules::load(config.rls.config_dir.as_deref(), config.backend, &metrics)?;
         let backend_config = config.backend_config();
+        backend_config
+            .redis
+            .policy_names
+            .set(policies.names_by_id());
         let backend = turnstile_backend::build(&backend_config, &context)?;
         let forward_auth_key_header = config
             .forward_auth
@@ -105,14 +122,14 @@ impl AppState {
             backend_config,
             context,
             switching: tokio::sync::Mutex::new(()),
-            policies,
+            policies: ArcSwap::from_pointee(policies),
+            running: config.clone(),
+            config_source: std::sync::OnceLock::new(),
             metrics,
             client_ip: ClientIpResolver::new(
                 config.trusted_proxies.clone(),
                 config.ipv6_prefix_len,
             ),
-            gateway_policy,
-            forward_auth_policy,
             forward_auth_key_header,
             forward_auth_deny_status: StatusCode::from_u16(config.forward_auth.deny_status)
                 .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
@@ -152,6 +169,83 @@ impl AppState {
     /// The fault injector shared by every backend of this gateway.
     pub fn faults(&self) -> &turnstile_backend::Faults {
         &self.context.faults
+    }
+
+    /// The named policies in force now.
+    pub(crate) fn policies(&self) -> Arc<PolicySet> {
+        self.policies.load_full()
+    }
+
+    /// Remembers where the configuration came from, so its policies can be reloaded (and the
+    /// file watched); set once, by the binary.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        let _ = self.config_source.set(source);
+    }
+
+    /// The configuration file, if the gateway was started from one.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config_source.get()?.file.as_deref()
+    }
+
+    /// Reloads the policies from the configuration's sources (the TOML file, `TURNSTILE_*`,
+    /// the command line). On success new requests use the new policies at once (requests in
+    /// flight finish on the old); a policy that keeps its name keeps its state (its id). Other
+    /// settings need a restart: those that changed are named in a warning and keep their
+    /// running values. On failure nothing changes. Either way the result is logged and counted
+    /// in `turnstile_config_reloads_total`. Without a source (a gateway built from values),
+    /// there is nothing to reload.
+    pub fn reload_policies(&self) -> Result<(), PolicyReloadError> {
+        let Some(source) = self.config_source.get() else {
+            return Ok(());
+        };
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = self.load_policies(source);
+        self.metrics.record_reload(result.is_ok());
+        match result {
+            Ok(count) => {
+                tracing::info!(policies = count, "policies reloaded");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, "policy reload failed: the previous policies stay in force");
+                Err(error)
+            }
+        }
+    }
+
+    fn load_policies(&self, source: &ConfigSource) -> Result<usize, PolicyReloadError> {
+        let loaded = Config::load(source.file.as_deref(), &source.overrides)?;
+        let restart_needed = self.running.changed_settings(&loaded);
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                settings = %restart_needed.join(", "),
+                "these settings changed but take effect only after a restart; their running values stay"
+            );
+        }
+        // The new policies under every other running setting (the gateway route's and
+        // forward-auth's policy names must still exist).
+        let merged = Config {
+            policies: loaded.policies,
+            ..self.running.clone()
+        };
+        merged.validate()?;
+        let previous = self.policies.load();
+        let policies = PolicySet::new(&merged, &self.metrics, Some(&previous))?;
+        if self.backend_kind() == BackendKind::Redis {
+            for named in policies.iter() {
+                turnstile_backend::validate_redis_policy(&named.policy)?;
+            }
+        }
+        let count = merged.policies.len();
+        self.backend_config
+            .redis
+            .policy_names
+            .set(policies.names_by_id());
+        self.policies.store(Arc::new(policies));
+        Ok(count)
     }
 
     /// The rate limit service's rules in force now.
@@ -203,7 +297,7 @@ impl AppState {
             ..self.backend_config.clone()
         };
         if kind == BackendKind::Redis {
-            for named in self.policies.iter() {
+            for named in self.policies.load().iter() {
                 turnstile_backend::validate_redis_policy(&named.policy)?;
             }
             for rule in self.rules.load().set.rules() {

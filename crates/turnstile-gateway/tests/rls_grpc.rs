@@ -202,3 +202,80 @@ async fn the_health_service_reports_serving() {
     }
     gateway.stop().unwrap();
 }
+
+/// The limit the rule for `remote_address` reports now, over gRPC.
+async fn current_limit(
+    client: &mut RateLimitServiceClient<tonic::transport::Channel>,
+) -> Option<u32> {
+    let response = call(client, request("edge", "192.0.2.1")).await.ok()?;
+    Some(
+        response.statuses[0]
+            .current_limit
+            .as_ref()?
+            .requests_per_unit,
+    )
+}
+
+/// Polls until the rule reports `limit` (file events arrive asynchronously).
+async fn until_limit(client: &mut RateLimitServiceClient<tonic::transport::Channel>, limit: u32) {
+    for _ in 0..200 {
+        if current_limit(client).await == Some(limit) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the rules never reported a limit of {limit} (now {:?})",
+        current_limit(client).await
+    );
+}
+
+fn rules_with_limit(limit: u32) -> String {
+    RULES.replace(
+        "requests_per_unit: 3",
+        &format!("requests_per_unit: {limit}"),
+    )
+}
+
+#[tokio::test]
+async fn file_changes_configmap_swaps_and_directory_symlink_swaps_reload_the_rules() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    // The directory Turnstile reads is itself a symlink (`current` → `v1`), laid out inside as
+    // a Kubernetes ConfigMap mount: `edge.yaml` → `..data/edge.yaml`, `..data` → `..v1a`.
+    let v1 = root.path().join("v1");
+    std::fs::create_dir_all(v1.join("..v1a")).unwrap();
+    std::fs::write(v1.join("..v1a/edge.yaml"), rules_with_limit(3)).unwrap();
+    symlink("..v1a", v1.join("..data")).unwrap();
+    symlink("..data/edge.yaml", v1.join("edge.yaml")).unwrap();
+    let current = root.path().join("current");
+    symlink(&v1, &current).unwrap();
+
+    let mut config = on_loopback(Config::default());
+    config.rls.config_dir = Some(current.clone());
+    let gateway = turnstile_gateway::testing::spawn(config).unwrap();
+    let mut client = client(&gateway).await;
+    until_limit(&mut client, 3).await;
+
+    // kubelet's update: a new timestamped directory, `..data` swapped by an atomic rename.
+    std::fs::create_dir(v1.join("..v1b")).unwrap();
+    std::fs::write(v1.join("..v1b/edge.yaml"), rules_with_limit(4)).unwrap();
+    symlink("..v1b", v1.join("..data_tmp")).unwrap();
+    std::fs::rename(v1.join("..data_tmp"), v1.join("..data")).unwrap();
+    until_limit(&mut client, 4).await;
+
+    // The whole directory swapped: `current` → `v2`.
+    let v2 = root.path().join("v2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("edge.yaml"), rules_with_limit(5)).unwrap();
+    symlink(&v2, root.path().join("current_tmp")).unwrap();
+    std::fs::rename(root.path().join("current_tmp"), &current).unwrap();
+    until_limit(&mut client, 5).await;
+
+    // And a plain write inside the new target is seen too (the watch follows the swap).
+    std::fs::write(v2.join("edge.yaml"), rules_with_limit(6)).unwrap();
+    until_limit(&mut client, 6).await;
+    let reloads = gateway.state().metrics().config_reloads_total("ok");
+    assert!(reloads >= 3, "{reloads} reloads");
+    gateway.stop().unwrap();
+}

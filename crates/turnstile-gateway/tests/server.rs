@@ -307,3 +307,168 @@ async fn the_probe_flags_report_liveness_and_readiness_through_the_exit_status()
         "{down:?}"
     );
 }
+
+/// The binary, started from `args`, its log collected as it runs.
+#[cfg(unix)]
+struct LoggedBinary {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[cfg(unix)]
+impl LoggedBinary {
+    fn start(args: &[&std::ffi::OsStr]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .args(args)
+            .env("TURNSTILE_LOG", "info")
+            .env_remove("TURNSTILE_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, log }
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(needle))
+    }
+
+    /// The address of the `turnstile listening` line.
+    async fn address(&self) -> String {
+        until("the gateway to listen", || {
+            self.logged("turnstile listening")
+        })
+        .await;
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|line| line.contains("turnstile listening"))
+            .unwrap();
+        line.split("address=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[cfg(unix)]
+impl Drop for LoggedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_toml_files_policies_reload_on_change_and_sighup_and_keep_unchanged_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("turnstile.toml");
+    let policies = |login_limit: u32, extra: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[policies.default]\nlimit = 5\nperiod = \"1h\"\n[policies.login]\nlimit = {login_limit}\nperiod = \"1h\"\n{extra}"
+        )
+    };
+    std::fs::write(&file, policies(3, "")).unwrap();
+    let gateway = LoggedBinary::start(&["--config".as_ref(), file.as_os_str()]);
+    let address = gateway.address().await;
+    let client = reqwest::Client::new();
+    let check = |policy: &'static str| {
+        let request = client
+            .post(format!("http://{address}/v1/check"))
+            .json(&serde_json::json!({"key": "k", "policy": policy}))
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    assert_eq!(check("default").await.1["remaining"], 4);
+    assert_eq!(check("login").await.1["remaining"], 2);
+
+    // A new policy, login's limit changed, default unchanged, and a setting that needs a
+    // restart changed: the policies apply, default keeps its state, the log names `shards`.
+    std::fs::write(
+        &file,
+        policies(10, "[policies.search]\nlimit = 7\nperiod = \"1h\"\n")
+            .replace("listen", "shards = 3\nlisten"),
+    )
+    .unwrap();
+    let mut added = false;
+    for _ in 0..400 {
+        let (status, body) = check("search").await;
+        if status == 200 {
+            assert_eq!(body["remaining"], 6);
+            added = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(added, "the added policy never became usable");
+    assert_eq!(
+        check("default").await.1["remaining"],
+        3,
+        "default kept its state"
+    );
+    assert_eq!(check("login").await.1["limit"], 10);
+    assert!(gateway.logged("take effect only after a restart"));
+    assert!(gateway.logged("shards"));
+
+    // A broken file: the old policies stay in force.
+    std::fs::write(&file, "[policies.default\nlimit = ").unwrap();
+    until("the failed reload to be logged", || {
+        gateway.logged("policy reload failed")
+    })
+    .await;
+    assert_eq!(check("search").await.0, 200);
+
+    // SIGHUP reloads too: with search removed from the file, it is gone.
+    std::fs::write(&file, policies(10, "")).unwrap();
+    until("the reload after the fix", || {
+        gateway
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("policies reloaded"))
+            .count()
+            >= 2
+    })
+    .await;
+    let reloads = || {
+        gateway
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("policies reloaded"))
+            .count()
+    };
+    let before = reloads();
+    let status = Command::new("kill")
+        .args(["-HUP", &gateway.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    until("the SIGHUP reload", || reloads() > before).await;
+    let (status, body) = check("search").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "unknown_policy");
+}

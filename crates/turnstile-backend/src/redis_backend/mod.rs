@@ -16,10 +16,12 @@
 
 mod url;
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use deadpool_redis::{Pool, PoolError, Runtime};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -78,9 +80,42 @@ pub struct RedisConfig {
     pub clock: RedisClock,
     /// The name of policy id `i` at index `i`. Redis keys carry the policy's *name*, so
     /// replicas agree even while a rolling deploy adds a policy that shifts the ids; a policy
-    /// with no name here is keyed by `#<id>`.
-    pub policy_names: Vec<String>,
+    /// with no name here is keyed by `#<id>`. Shared: the gateway renames in place when its
+    /// policies reload, and every backend built from this configuration sees it.
+    pub policy_names: PolicyNames,
 }
+
+/// The names of the policies by id, shared between the gateway (which replaces them when its
+/// policies reload) and the redis backends built from one configuration (which read them for
+/// every key, without a lock).
+#[derive(Clone, Default)]
+pub struct PolicyNames(Arc<ArcSwap<Vec<String>>>);
+
+impl PolicyNames {
+    /// Names by id.
+    pub fn new(names: Vec<String>) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(names)))
+    }
+
+    /// Replaces the names (new keys use them at once).
+    pub fn set(&self, names: Vec<String>) {
+        self.0.store(Arc::new(names));
+    }
+}
+
+impl fmt::Debug for PolicyNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.load().iter()).finish()
+    }
+}
+
+impl PartialEq for PolicyNames {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0.load() == *other.0.load()
+    }
+}
+
+impl Eq for PolicyNames {}
 
 impl Default for RedisConfig {
     fn default() -> Self {
@@ -92,7 +127,7 @@ impl Default for RedisConfig {
             wait_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(500),
             clock: RedisClock::Server,
-            policy_names: Vec::new(),
+            policy_names: PolicyNames::default(),
         }
     }
 }
@@ -139,7 +174,7 @@ pub(crate) struct RedisBackend {
     script: redis::Script,
     key_prefix: String,
     /// See [`RedisConfig::policy_names`].
-    policy_names: Vec<String>,
+    policy_names: PolicyNames,
     clock: Arc<dyn Clock>,
     clock_mode: RedisClock,
     command_timeout: Duration,
@@ -202,7 +237,7 @@ impl RedisBackend {
     fn redis_key(&self, policy: &Policy, key: &str) -> Vec<u8> {
         let mut redis_key = Vec::with_capacity(self.key_prefix.len() + 24 + key.len());
         redis_key.extend_from_slice(self.key_prefix.as_bytes());
-        match self.policy_names.get(usize::from(policy.id())) {
+        match self.policy_names.0.load().get(usize::from(policy.id())) {
             _ if policy.id() == Policy::RULES_KEYSPACE => redis_key.extend_from_slice(b"rules"),
             Some(name) => redis_key.extend_from_slice(name.as_bytes()),
             None => redis_key.extend_from_slice(format!("#{}", policy.id()).as_bytes()),

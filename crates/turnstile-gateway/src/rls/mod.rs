@@ -10,7 +10,6 @@
 //!   (headers, counters), swapped whole on a reload.
 //! - `grpc`: the tonic service and `grpc.health.v1`, on `rls.listen`.
 //! - `json`: the `/v1/ratelimit` handler.
-//! - `reload`: the watcher of `rls.config_dir` and `SIGHUP`.
 //!
 //! # Semantics (envoyproxy/ratelimit's, where it has one)
 //!
@@ -36,7 +35,6 @@
 
 pub(crate) mod grpc;
 pub(crate) mod json;
-pub(crate) mod reload;
 mod rules;
 
 use std::borrow::Cow;

@@ -1,0 +1,162 @@
+//! Reloading without a restart: the rule files on a change in `rls.config_dir` (a file
+//! written, added or removed; the `..data` symlink of a Kubernetes ConfigMap swapped; the
+//! directory itself replaced through a symlink), the TOML file's `policies` on a change to that
+//! file, and both on `SIGHUP`.
+//!
+//! Watched with `notify` (inotify on Linux). Events are coalesced (a burst of writes is one
+//! reload, after [`SETTLE`] of quiet) so a half-written file is seldom read, and a file that
+//! does not load only ever keeps what is in force.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Quiet time after the last change before reloading.
+pub(crate) const SETTLE: Duration = Duration::from_millis(100);
+
+/// Reloads the rules and the policies into `state` on change and on `SIGHUP`, until
+/// `stopping` is cancelled.
+pub(crate) async fn run(state: Arc<AppState>, stopping: CancellationToken) {
+    let rules_dir = state.rules_dir().map(Path::to_owned);
+    let config_file = state.config_file().map(Path::to_owned);
+    if rules_dir.is_none() && config_file.is_none() {
+        return;
+    }
+    // Capacity 1: a pending reload already covers any change that arrives before it runs.
+    let (rules_changed, mut rules_changes) = mpsc::channel::<()>(1);
+    let (policies_changed, mut policies_changes) = mpsc::channel::<()>(1);
+    let watch_rules = || {
+        let dir = rules_dir.as_deref()?;
+        // The directory's own entry in its parent too: a directory swapped by symlink.
+        let parent_entry = dir.file_name().map(ToOwned::to_owned);
+        let names: Vec<OsString> = parent_entry.into_iter().collect();
+        start_watching(dir, dir.parent(), names, rules_changed.clone())
+    };
+    let mut rules_watcher = watch_rules();
+    let _policies_watcher = config_file.as_deref().and_then(|file| {
+        // The file's entry in its directory (editors replace files by renaming), and a
+        // ConfigMap's `..data` link swapped under it.
+        let names = file
+            .file_name()
+            .map(ToOwned::to_owned)
+            .into_iter()
+            .chain([OsString::from("..data")])
+            .collect();
+        let dir = file
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        start_watching(dir, None, names, policies_changed.clone())
+    });
+    listen_for_hangup(&stopping, [rules_changed.clone(), policies_changed.clone()]);
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => break,
+            Some(()) = rules_changes.recv() => {
+                settle(&mut rules_changes).await;
+                let _ = state.reload_rules();
+                // Watch afresh: if the directory was a symlink that now points elsewhere, the
+                // old watch follows the old target.
+                drop(rules_watcher.take());
+                rules_watcher = watch_rules();
+            }
+            Some(()) = policies_changes.recv() => {
+                settle(&mut policies_changes).await;
+                let _ = state.reload_policies();
+            }
+        }
+    }
+}
+
+/// Waits until no event has arrived for [`SETTLE`].
+async fn settle(changes: &mut mpsc::Receiver<()>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(SETTLE) => break,
+            more = changes.recv() => if more.is_none() { break },
+        }
+    }
+}
+
+/// `SIGHUP` asks every `changed` for a reload.
+fn listen_for_hangup<const N: usize>(stopping: &CancellationToken, changed: [mpsc::Sender<()>; N]) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                let stopping = stopping.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = stopping.cancelled() => break,
+                            received = hangup.recv() => {
+                                if received.is_none() { break; }
+                                tracing::info!("SIGHUP: reloading the rules and the policies");
+                                for changed in &changed {
+                                    let _ = changed.try_send(());
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            Err(error) => tracing::error!(%error, "cannot listen for SIGHUP"),
+        }
+    }
+}
+
+/// Watches `dir` (every event in it counts) and, if given, `parent` (only events on entries
+/// named in `names` count; with no parent, `names` filters `dir`'s own events instead).
+fn start_watching(
+    dir: &Path,
+    parent: Option<&Path>,
+    names: Vec<OsString>,
+    changed: mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let dir_owned: PathBuf = dir.to_owned();
+    let filter_dir = parent.is_none();
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        let named = |path: &Path| {
+            path.file_name()
+                .is_some_and(|name| names.iter().any(|wanted| wanted == name))
+        };
+        let relevant = event.paths.iter().any(|path| {
+            let inside = path.parent() == Some(dir_owned.as_path());
+            if filter_dir {
+                inside && named(path)
+            } else {
+                inside || named(path)
+            }
+        });
+        if relevant {
+            let _ = changed.try_send(());
+        }
+    };
+    let result = notify::recommended_watcher(handler).and_then(|mut watcher| {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        if let Some(parent) = parent.filter(|parent| !parent.as_os_str().is_empty()) {
+            // Best effort: a parent that cannot be watched only loses the symlink-swap case.
+            let _ = watcher.watch(parent, RecursiveMode::NonRecursive);
+        }
+        Ok(watcher)
+    });
+    match result {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::error!(path = %dir.display(), %error, "cannot watch for changes; SIGHUP still reloads");
+            None
+        }
+    }
+}
