@@ -7,11 +7,16 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+use turnstile_gateway::api::rls::unavailable_reason;
 use turnstile_gateway::api::{DROPPED_HEADER, markers};
 
 /// What one request came to.
@@ -87,6 +92,65 @@ impl Connection {
                 self.sender = None;
                 Outcome::ConnectionError
             }
+        }
+    }
+}
+
+/// A gRPC connection to the rate limit service (one HTTP/2 connection, one call at a time on
+/// it, like [`Connection`]), re-established after any failure.
+pub struct RlsConnection {
+    address: SocketAddr,
+    client: Option<RateLimitServiceClient<Channel>>,
+}
+
+impl RlsConnection {
+    /// A connection to `address`, opened on first use.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            client: None,
+        }
+    }
+
+    /// Forgets the current connection.
+    pub fn reset(&mut self) {
+        self.client = None;
+    }
+
+    /// Calls `ShouldRateLimit`: OK is allowed, OVER_LIMIT limited, `UNAVAILABLE` a drop.
+    pub async fn send(&mut self, request: RateLimitRequest) -> Outcome {
+        if self.client.is_none() {
+            let Ok(endpoint) = Endpoint::from_shared(format!("http://{}", self.address)) else {
+                return Outcome::ConnectionError;
+            };
+            match endpoint.tcp_nodelay(true).connect().await {
+                Ok(channel) => self.client = Some(RateLimitServiceClient::new(channel)),
+                Err(_) => return Outcome::ConnectionError,
+            }
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Outcome::ConnectionError;
+        };
+        match client.should_rate_limit(request).await {
+            Ok(response) if response.get_ref().overall_code == Code::OverLimit as i32 => {
+                Outcome::Limited
+            }
+            Ok(_) => Outcome::Allowed,
+            Err(status) => match status.code() {
+                tonic::Code::Unavailable if unavailable_reason(status.message()).is_some() => {
+                    Outcome::Dropped(
+                        unavailable_reason(status.message())
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                }
+                tonic::Code::InvalidArgument => Outcome::Error(StatusCode::BAD_REQUEST),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                    self.client = None;
+                    Outcome::ConnectionError
+                }
+                _ => Outcome::Error(StatusCode::INTERNAL_SERVER_ERROR),
+            },
         }
     }
 }

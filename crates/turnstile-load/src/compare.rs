@@ -108,8 +108,12 @@ pub async fn compare(
                     admin_token: None,
                     progress,
                 };
-                let result =
-                    run_against(scenario, &gateway.url(), gateway.admin_url(), options).await;
+                // The `rls` route calls the gateway's gRPC listener; the others its HTTP one.
+                let url = match (scenario.traffic.route, gateway.rls) {
+                    (Route::Rls, Some(rls)) => format!("http://{rls}"),
+                    _ => gateway.url(),
+                };
+                let result = run_against(scenario, &url, gateway.admin_url(), options).await;
                 tokio::task::spawn_blocking(move || gateway.stop()).await??;
                 runs.push(result?);
             }

@@ -20,10 +20,10 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 use turnstile_gateway::api::admin;
 
-use crate::client::{Connection, Outcome};
+use crate::client::{Connection, Outcome, RlsConnection};
 use crate::result::{Latency, Outcomes, RunResult};
-use crate::scenario::{FaultAction, Mode, Scenario};
-use crate::traffic::RequestFactory;
+use crate::scenario::{FaultAction, Mode, Route, Scenario};
+use crate::traffic::{Built, RequestFactory};
 
 /// Where to send load.
 #[derive(Debug, Clone)]
@@ -237,6 +237,37 @@ struct Window {
 
 /// One of the run's connections: which (its index seeds its random keys and spreads its first
 /// slot), to where, with what requests.
+/// The connection of the scenario's transport.
+enum AnyConnection {
+    Http(Connection),
+    Rls(RlsConnection),
+}
+
+impl AnyConnection {
+    fn new(route: Route, address: SocketAddr) -> Self {
+        match route {
+            Route::Rls => Self::Rls(RlsConnection::new(address)),
+            Route::Check | Route::Gateway => Self::Http(Connection::new(address)),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Self::Http(connection) => connection.reset(),
+            Self::Rls(connection) => connection.reset(),
+        }
+    }
+
+    async fn send(&mut self, request: Built) -> Outcome {
+        match (self, request) {
+            (Self::Http(connection), Built::Http(request)) => connection.send(request).await,
+            (Self::Rls(connection), Built::Rls(request)) => connection.send(request).await,
+            // Both come from one scenario's route, so they always agree.
+            _ => Outcome::Error(hyper::StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
 struct ConnectionSpec<'a> {
     index: usize,
     address: SocketAddr,
@@ -260,7 +291,7 @@ async fn drive_connection(
         end,
     } = window;
     let mut rng = SmallRng::seed_from_u64(0x7475_726e ^ index as u64);
-    let mut connection = Connection::new(address);
+    let mut connection = AnyConnection::new(scenario.traffic.route, address);
     let mut stats = ConnectionStats {
         histogram: new_histogram(),
         outcomes: Outcomes::default(),
@@ -290,7 +321,7 @@ async fn drive_connection(
                 now
             }
         };
-        let request: Request<Full<Bytes>> = factory.build(&mut rng);
+        let request = factory.build_any(&mut rng);
         let sent_at = Instant::now();
         sent.fetch_add(1, Ordering::Relaxed);
         let outcome = match tokio::time::timeout(scenario.timeout, connection.send(request)).await {

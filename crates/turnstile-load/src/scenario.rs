@@ -142,9 +142,35 @@ pub struct Traffic {
     /// Policies to mix (by weight); `check` route only.
     #[serde(default = "defaults::policies")]
     pub policies: Vec<Weighted<String>>,
-    /// Costs to mix (by weight); `check` route only.
+    /// Costs to mix (by weight); `check` and `rls` routes.
     #[serde(default = "defaults::costs")]
     pub costs: Vec<Weighted<u32>>,
+    /// What the `rls` route sends.
+    #[serde(default)]
+    pub rls: RlsTraffic,
+}
+
+/// The `rls` route's calls: `ShouldRateLimit` in `domain`, each with `descriptors`
+/// descriptors `[("key", "key-<rank>"), ("part", "<i>")]` for `i` in `0..descriptors` (so the
+/// rules need a `key` descriptor with a nested value-less `part`; see `loadtest/rls/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlsTraffic {
+    /// The rule domain.
+    #[serde(default = "defaults::rls_domain")]
+    pub domain: String,
+    /// Descriptors per call (each one checked).
+    #[serde(default = "defaults::rls_descriptors")]
+    pub descriptors: usize,
+}
+
+impl Default for RlsTraffic {
+    fn default() -> Self {
+        Self {
+            domain: defaults::rls_domain(),
+            descriptors: defaults::rls_descriptors(),
+        }
+    }
 }
 
 impl Default for Traffic {
@@ -154,6 +180,7 @@ impl Default for Traffic {
             keys: KeyDistribution::default(),
             policies: defaults::policies(),
             costs: defaults::costs(),
+            rls: RlsTraffic::default(),
         }
     }
 }
@@ -167,6 +194,8 @@ pub enum Route {
     Check,
     /// `GET /` on the demo gateway route, client IP in `X-Forwarded-For`.
     Gateway,
+    /// Envoy's `ShouldRateLimit` over gRPC; the target is the gateway's `rls.listen`.
+    Rls,
 }
 
 /// A value with a weight.
@@ -419,6 +448,12 @@ mod defaults {
         true
     }
     pub(super) fn weight() -> u32 {
+        1
+    }
+    pub(super) fn rls_domain() -> String {
+        "loadtest".into()
+    }
+    pub(super) fn rls_descriptors() -> usize {
         1
     }
     pub(super) fn policies() -> Vec<Weighted<String>> {

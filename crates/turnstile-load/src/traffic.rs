@@ -1,6 +1,9 @@
 //! Turns a scenario's traffic description into requests.
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
@@ -11,7 +14,15 @@ use rand::rngs::SmallRng;
 use rand_distr::Zipf;
 use turnstile_gateway::api::{CheckRequest, Route as GatewayRoute};
 
-use crate::scenario::{KeyDistribution, Route, Traffic};
+use crate::scenario::{KeyDistribution, RlsTraffic, Route, Traffic};
+
+/// One request of either transport.
+pub enum Built {
+    /// An HTTP/1.1 request.
+    Http(Request<Full<Bytes>>),
+    /// A `ShouldRateLimit` call.
+    Rls(RateLimitRequest),
+}
 
 /// Builds the requests of one scenario. Shared by every connection; each brings its own RNG.
 pub struct RequestFactory {
@@ -23,6 +34,7 @@ pub struct RequestFactory {
     policy_index: WeightedIndex<u32>,
     costs: Vec<u32>,
     cost_index: WeightedIndex<u32>,
+    rls: RlsTraffic,
 }
 
 enum Keys {
@@ -60,6 +72,7 @@ impl RequestFactory {
             policy_index: weights(traffic.policies.iter().map(|p| p.weight).collect())?,
             costs: traffic.costs.iter().map(|c| c.value).collect(),
             cost_index: weights(traffic.costs.iter().map(|c| c.weight).collect())?,
+            rls: traffic.rls.clone(),
         })
     }
 
@@ -72,11 +85,43 @@ impl RequestFactory {
         }
     }
 
-    /// The next request.
+    /// The next request, of the scenario's route.
+    pub fn build_any(&self, rng: &mut SmallRng) -> Built {
+        match self.route {
+            Route::Rls => Built::Rls(self.build_rls(rng)),
+            Route::Check | Route::Gateway => Built::Http(self.build(rng)),
+        }
+    }
+
+    /// The next `ShouldRateLimit` call (see [`RlsTraffic`]).
+    pub fn build_rls(&self, rng: &mut SmallRng) -> RateLimitRequest {
+        let key = format!("key-{}", self.rank(rng));
+        RateLimitRequest {
+            domain: self.rls.domain.clone(),
+            descriptors: (0..self.rls.descriptors)
+                .map(|part| RateLimitDescriptor {
+                    entries: vec![
+                        Entry {
+                            key: "key".into(),
+                            value: key.clone(),
+                        },
+                        Entry {
+                            key: "part".into(),
+                            value: part.to_string(),
+                        },
+                    ],
+                    ..RateLimitDescriptor::default()
+                })
+                .collect(),
+            hits_addend: self.costs[self.cost_index.sample(rng)],
+        }
+    }
+
+    /// The next HTTP request (the `rls` route has none: it is `check`'s).
     pub fn build(&self, rng: &mut SmallRng) -> Request<Full<Bytes>> {
         let rank = self.rank(rng);
         let request = match self.route {
-            Route::Check => {
+            Route::Check | Route::Rls => {
                 let policy = &self.policies[self.policy_index.sample(rng)];
                 let cost = self.costs[self.cost_index.sample(rng)];
                 let key = format!("key-{rank}");

@@ -301,6 +301,7 @@ fn every_shipped_scenario_loads() {
             "max-rate",
             "ramp",
             "redis-check",
+            "rls",
             "scaling",
             "steady"
         ]
@@ -367,4 +368,59 @@ async fn faults_carry_the_admin_token_when_the_gateway_requires_one() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../../loadtest/rls");
+    let scenario = scenario(&format!(
+        r#"
+        name = "rls"
+        mode = "closed"
+        connections = 4
+        duration = "600ms"
+        warmup = "100ms"
+        timeout = "2s"
+        [traffic]
+        route = "rls"
+        keys = {{ distribution = "uniform", count = 50 }}
+        rls = {{ domain = "loadtest", descriptors = 3 }}
+        [gateway.rls]
+        config_dir = "{rules}"
+        "#
+    ));
+    let comparison = compare(&scenario, Targets::Local(vec![BackendKind::Sharded]), false)
+        .await
+        .unwrap();
+    let run = &comparison.runs[0];
+    assert!(run.requests > 20, "{} calls", run.requests);
+    assert_eq!(run.outcomes.allowed, run.requests, "{:?}", run.outcomes);
+    // A domain without rules: every call still answers (OK, no limit), none fails.
+    let mut unknown = scenario.clone();
+    unknown.traffic.rls.domain = "nowhere".into();
+    let comparison = compare(
+        &unknown,
+        Targets::Local(vec![BackendKind::Concurrent]),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        comparison.runs[0].outcomes.allowed,
+        comparison.runs[0].requests
+    );
+    // The rules are reached: a cost over the rule's burst is over the limit, every call.
+    let mut over = scenario.clone();
+    over.traffic.costs = vec![turnstile_load::scenario::Weighted {
+        value: 2_000_000,
+        weight: 1,
+    }];
+    let comparison = compare(&over, Targets::Local(vec![BackendKind::Concurrent]), false)
+        .await
+        .unwrap();
+    assert!(comparison.runs[0].requests > 0);
+    assert_eq!(
+        comparison.runs[0].outcomes.limited,
+        comparison.runs[0].requests
+    );
 }

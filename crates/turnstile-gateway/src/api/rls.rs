@@ -15,6 +15,15 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The gRPC service Envoy calls (`ShouldRateLimit` is its one method).
 pub const GRPC_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 
+/// How the message of an `UNAVAILABLE` answer starts (a check was dropped); the drop reason
+/// follows, then `)`. Clients read the reason from it (see [`unavailable_reason`]).
+pub const UNAVAILABLE_PREFIX: &str = "the rate limiter could not decide (";
+
+/// The drop reason in an `UNAVAILABLE` answer's message, if it is the gateway's.
+pub fn unavailable_reason(message: &str) -> Option<&str> {
+    message.strip_prefix(UNAVAILABLE_PREFIX)?.strip_suffix(')')
+}
+
 /// The most descriptors one request may carry.
 pub const MAX_DESCRIPTORS: usize = 64;
 /// The most entries one descriptor may carry.

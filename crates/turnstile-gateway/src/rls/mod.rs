@@ -82,7 +82,7 @@ pub(crate) enum RlsError {
         problem: Cow<'static, str>,
     },
     /// A check was dropped: gRPC `UNAVAILABLE`, HTTP 503.
-    #[error("the rate limiter could not decide ({})", .0.reason())]
+    #[error("{}{})", crate::api::rls::UNAVAILABLE_PREFIX, .0.reason())]
     Unavailable(CheckError),
 }
 

@@ -7,6 +7,8 @@
 //!   each contender next to governor (`report criterion [DIR]`).
 //! - [`profile`]: `perf script -F ip,sym` output of the gateway summed by stage of a request,
 //!   and the hottest functions (`report profile FILE`).
+//! - [`rls`]: `bench-rls.sh`'s results: `ShouldRateLimit` over gRPC next to `/v1/check` over
+//!   HTTP, per backend (`report rls FILE`).
 //!
 //! The scripts only drive external programs (servers, load, `cargo bench`, `perf`); everything
 //! that turns their output into figures lives here, with tests that pin the exact text.
@@ -16,6 +18,7 @@
 pub mod criterion;
 pub mod peers;
 pub mod profile;
+pub mod rls;
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +96,12 @@ pub enum Report {
         /// The `perf script` output.
         file: PathBuf,
     },
+    /// `bench-rls.sh`'s results (JSON lines): the rate limit service over gRPC next to
+    /// `/v1/check` over HTTP, per backend.
+    Rls {
+        /// The results, e.g. target/bench-rls/results.jsonl.
+        file: PathBuf,
+    },
 }
 
 impl Report {
@@ -102,6 +111,7 @@ impl Report {
             Self::Peers { file } => peers::table(&String::from_utf8_lossy(&read(file)?)),
             Self::Criterion { dir } => criterion::table(dir),
             Self::Profile { file } => profile::summary(&read(file)?),
+            Self::Rls { file } => rls::table(&String::from_utf8_lossy(&read(file)?)),
         }
     }
 }
