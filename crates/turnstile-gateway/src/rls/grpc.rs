@@ -206,10 +206,13 @@ pub(crate) async fn serve(
     };
     tokio::spawn(watch);
     tonic::transport::Server::builder()
+        // As the HTTP routes are: no call outlives `request_timeout` (answered DEADLINE_EXCEEDED).
+        .timeout(state.request_timeout)
         .add_service(health)
         .add_service(RateLimitServiceServer::new(RlsService { state }))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // Small answers, one per call: sent at once, not held back by Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             stopping.cancelled_owned(),
         )
         .await
