@@ -217,3 +217,18 @@ pub(crate) async fn serve(
         )
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::server::NamedService;
+
+    use super::*;
+
+    #[test]
+    fn the_advertised_service_name_is_the_generated_servers() {
+        assert_eq!(
+            <RateLimitServiceServer<RlsService> as NamedService>::NAME,
+            GRPC_SERVICE
+        );
+    }
+}

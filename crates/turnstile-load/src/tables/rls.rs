@@ -58,7 +58,9 @@ pub fn table(results: &str) -> Result<String, TableError> {
             continue;
         };
         let grpc = run.transport == "grpc";
-        runs.entry((backend, grpc, run.descriptors)).or_default().push(run);
+        runs.entry((backend, grpc, run.descriptors))
+            .or_default()
+            .push(run);
     }
     let mut out = String::from(
         "| backend | call | calls/s | decisions/s | p50 / p99 ms | CPU µs/call | CPU µs/decision | CPU per decision / `/v1/check`'s |\n|---|---|---|---|---|---|---|---|\n",
@@ -77,7 +79,10 @@ pub fn table(results: &str) -> Result<String, TableError> {
             })
             .collect();
         let call = if *grpc {
-            format!("`ShouldRateLimit` (gRPC), {descriptors} descriptor{}", if *descriptors == 1 { "" } else { "s" })
+            format!(
+                "`ShouldRateLimit` (gRPC), {descriptors} descriptor{}",
+                if *descriptors == 1 { "" } else { "s" }
+            )
         } else {
             "`/v1/check` (HTTP)".to_owned()
         };
