@@ -194,11 +194,11 @@ where
 pub const PYTHON_VENV: &str = "target/e2e-venv";
 
 /// A Python interpreter that can import `modules` (`grpc`, `envoy.service.ratelimit.v3`):
-/// `$TURNSTILE_E2E_PYTHON`, else the virtualenv [`PYTHON_VENV`] `.ci/run` makes. `None` when
-/// neither has them and [`REQUIRE_TOOLS`] is not set (the reason is printed); panics when
-/// they are required.
+/// `$E2E_PYTHON` (not a `TURNSTILE_*` name: the gateway reads those as its settings), else the
+/// virtualenv [`PYTHON_VENV`] `.ci/run` makes. `None` when neither has them and
+/// [`REQUIRE_TOOLS`] is not set (the reason is printed); panics when they are required.
 pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
-    let candidate = std::env::var_os("TURNSTILE_E2E_PYTHON")
+    let candidate = std::env::var_os("E2E_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(PYTHON_VENV).join("bin/python"));
     let imports = modules

@@ -180,12 +180,18 @@ async fn grpcio_drives_the_rate_limit_service_on_the_redis_backend() {
         dir.path().join("turnstile.log"),
     );
     let client = http_client();
-    wait_until("turnstile to be ready", Duration::from_secs(30), || {
-        let request = client.get(format!("http://{http}/readyz")).send();
-        async move { request.await.ok()?.status().is_success().then_some(()) }
-    })
-    .await;
-    turnstile.assert_running();
+    let mut ready = false;
+    for _ in 0..300 {
+        // A gateway that exited says why (its log) rather than timing out.
+        turnstile.assert_running();
+        let answer = client.get(format!("http://{http}/readyz")).send().await;
+        if answer.is_ok_and(|answer| answer.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "turnstile never became ready:\n{}", turnstile.log());
     let mut driver = Driver::start(&python, &rls);
 
     // Counts and remaining, exactly, through the first window; then over the limit.
