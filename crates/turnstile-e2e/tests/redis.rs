@@ -271,3 +271,55 @@ policies = [{ value = "default" }, { value = "closed" }]
     })
     .await;
 }
+
+/// The keys in the Redis at `port`, through `redis-cli` (Debian's redis-tools, a dependency of
+/// redis-server).
+fn redis_keys(port: u16) -> Vec<String> {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--scan"])
+        .output()
+        .expect("redis-cli runs");
+    let mut keys: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_added_by_a_reload_keep_their_names_in_redis_keys() {
+    let dir = scratch_dir();
+    let Some(redis) = RedisServer::start(dir.path()).await else {
+        return;
+    };
+    let base = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\n[policies.middle]\nlimit = 5\nperiod = \"1h\"\n",
+        redis.url()
+    );
+    let gateway = start_gateway(&base);
+    // The file the policies reload from: the same settings, and a policy whose name sorts
+    // before the others (by position it would take `default`'s id, and `default` another's).
+    let file = dir.path().join("turnstile.toml");
+    std::fs::write(
+        &file,
+        format!("listen = \"127.0.0.1:0\"\n{base}[policies.aaa]\nlimit = 5\nperiod = \"1h\"\n"),
+    )
+    .unwrap();
+    gateway
+        .state()
+        .set_config_source(turnstile_gateway::ConfigSource {
+            file: Some(file),
+            overrides: serde_json::json!({}),
+        });
+    let client = http_client();
+    assert_eq!(check(&client, &gateway, "middle").await.1["remaining"], 4);
+    gateway.state().reload_policies().unwrap();
+    assert_eq!(check(&client, &gateway, "aaa").await.1["remaining"], 4);
+    // `middle` kept its state (and its name) through the reload.
+    assert_eq!(check(&client, &gateway, "middle").await.1["remaining"], 3);
+    assert_eq!(
+        redis_keys(redis.port),
+        ["turnstile:aaa:probe", "turnstile:middle:probe"]
+    );
+}
