@@ -57,9 +57,11 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let backend = config.backend;
-    let application = Application::build(config).await?;
-    // So the file's policies reload on change and on SIGHUP.
+    let mut application = Application::build(config).await?;
+    // So the file's policies reload on change and on SIGHUP, watched from before it announces
+    // itself.
     application.state().set_config_source(source);
+    application.start_reloading();
     // Handlers first, then the announcement: a signal sent once we say we listen is honoured.
     let shutdown = shutdown_signal();
     if let Some(admin) = application.admin_addr() {

@@ -21,58 +21,95 @@ use crate::state::AppState;
 /// Quiet time after the last change before reloading.
 pub(crate) const SETTLE: Duration = Duration::from_millis(100);
 
-/// Reloads the rules and the policies into `state` on change and on `SIGHUP`, until
-/// `stopping` is cancelled.
-pub(crate) async fn run(state: Arc<AppState>, stopping: CancellationToken) {
-    let rules_dir = state.rules_dir().map(Path::to_owned);
-    let config_file = state.config_file().map(Path::to_owned);
-    if rules_dir.is_none() && config_file.is_none() {
-        return;
+/// The watchers and the channels they report on, set up before the gateway serves (so a
+/// change made as soon as it answers is not missed), then driven by [`Reloader::run`].
+pub(crate) struct Reloader {
+    state: Arc<AppState>,
+    rules_dir: Option<PathBuf>,
+    rules_changed: mpsc::Sender<()>,
+    rules_changes: mpsc::Receiver<()>,
+    rules_watcher: Option<notify::RecommendedWatcher>,
+    policies_changed: mpsc::Sender<()>,
+    policies_changes: mpsc::Receiver<()>,
+    policies_watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Reloader {
+    /// Starts watching the rule directory and the configuration file `state` knows of.
+    pub(crate) fn start(state: Arc<AppState>) -> Self {
+        // Capacity 1: a pending reload already covers any change that arrives before it runs.
+        let (rules_changed, rules_changes) = mpsc::channel::<()>(1);
+        let (policies_changed, policies_changes) = mpsc::channel::<()>(1);
+        let rules_dir = state.rules_dir().map(Path::to_owned);
+        let rules_watcher = rules_dir
+            .as_deref()
+            .and_then(|dir| watch_rules(dir, &rules_changed));
+        let policies_watcher = state.config_file().and_then(|file| {
+            // The file's entry in its directory (editors replace files by renaming), and a
+            // ConfigMap's `..data` link swapped under it.
+            let names = file
+                .file_name()
+                .map(ToOwned::to_owned)
+                .into_iter()
+                .chain([OsString::from("..data")])
+                .collect();
+            let dir = file
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            start_watching(dir, None, names, policies_changed.clone())
+        });
+        Self {
+            state,
+            rules_dir,
+            rules_changed,
+            rules_changes,
+            rules_watcher,
+            policies_changed,
+            policies_changes,
+            policies_watcher,
+        }
     }
-    // Capacity 1: a pending reload already covers any change that arrives before it runs.
-    let (rules_changed, mut rules_changes) = mpsc::channel::<()>(1);
-    let (policies_changed, mut policies_changes) = mpsc::channel::<()>(1);
-    let watch_rules = || {
-        let dir = rules_dir.as_deref()?;
-        // The directory's own entry in its parent too: a directory swapped by symlink.
-        let parent_entry = dir.file_name().map(ToOwned::to_owned);
-        let names: Vec<OsString> = parent_entry.into_iter().collect();
-        start_watching(dir, dir.parent(), names, rules_changed.clone())
-    };
-    let mut rules_watcher = watch_rules();
-    let _policies_watcher = config_file.as_deref().and_then(|file| {
-        // The file's entry in its directory (editors replace files by renaming), and a
-        // ConfigMap's `..data` link swapped under it.
-        let names = file
-            .file_name()
-            .map(ToOwned::to_owned)
-            .into_iter()
-            .chain([OsString::from("..data")])
-            .collect();
-        let dir = file
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        start_watching(dir, None, names, policies_changed.clone())
-    });
-    listen_for_hangup(&stopping, [rules_changed.clone(), policies_changed.clone()]);
-    loop {
-        tokio::select! {
-            () = stopping.cancelled() => break,
-            Some(()) = rules_changes.recv() => {
-                settle(&mut rules_changes).await;
-                let _ = state.reload_rules();
-                // Watch afresh: if the directory was a symlink that now points elsewhere, the
-                // old watch follows the old target.
-                drop(rules_watcher.take());
-                rules_watcher = watch_rules();
-            }
-            Some(()) = policies_changes.recv() => {
-                settle(&mut policies_changes).await;
-                let _ = state.reload_policies();
+
+    /// Reloads on change and on `SIGHUP` until `stopping` is cancelled.
+    pub(crate) async fn run(mut self, stopping: CancellationToken) {
+        if self.rules_dir.is_none() && self.state.config_file().is_none() {
+            return;
+        }
+        listen_for_hangup(
+            &stopping,
+            [self.rules_changed.clone(), self.policies_changed.clone()],
+        );
+        let _policies_watcher = self.policies_watcher.take();
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => break,
+                Some(()) = self.rules_changes.recv() => {
+                    settle(&mut self.rules_changes).await;
+                    // Watch afresh first (a directory swapped by symlink is watched at its new
+                    // target), then reload: a change after the new watch starts triggers
+                    // another reload, one before it is in this one.
+                    let renewed = self
+                        .rules_dir
+                        .as_deref()
+                        .and_then(|dir| watch_rules(dir, &self.rules_changed));
+                    let _ = self.state.reload_rules();
+                    self.rules_watcher = renewed;
+                }
+                Some(()) = self.policies_changes.recv() => {
+                    settle(&mut self.policies_changes).await;
+                    let _ = self.state.reload_policies();
+                }
             }
         }
     }
+}
+
+/// Watches the rule directory, and its own entry in its parent (a directory swapped by
+/// symlink).
+fn watch_rules(dir: &Path, changed: &mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let names: Vec<OsString> = dir.file_name().map(ToOwned::to_owned).into_iter().collect();
+    start_watching(dir, dir.parent(), names, changed.clone())
 }
 
 /// Waits until no event has arrived for [`SETTLE`].

@@ -18,6 +18,7 @@ use turnstile_core::{Clock, MonotonicClock};
 
 use crate::config::Config;
 use crate::error::StartError;
+use crate::reload::Reloader;
 use crate::routes::{admin_app, app};
 use crate::state::AppState;
 
@@ -27,6 +28,8 @@ pub struct Application {
     admin_listener: Option<TcpListener>,
     /// Envoy's rate limit service (gRPC), when `rls.listen` is set.
     rls_listener: Option<TcpListener>,
+    /// The watchers of the rule directory and the configuration file, once started.
+    reloader: Option<Reloader>,
     state: Arc<AppState>,
     shutdown_grace: Duration,
 }
@@ -61,6 +64,7 @@ impl Application {
             listener,
             admin_listener,
             rls_listener,
+            reloader: None,
             state,
             shutdown_grace: config.shutdown_grace,
         })
@@ -83,6 +87,16 @@ impl Application {
         self.rls_listener
             .as_ref()
             .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// Starts watching the rule directory and the configuration file (if the state has a
+    /// [`ConfigSource`](crate::ConfigSource)), so changes from now on are reloaded once the
+    /// gateway runs. Call it before announcing the gateway; [`run_until_stopped`](Self::run_until_stopped)
+    /// starts them itself otherwise.
+    pub fn start_reloading(&mut self) {
+        if self.reloader.is_none() {
+            self.reloader = Some(Reloader::start(Arc::clone(&self.state)));
+        }
     }
 
     /// The shared state (for tests and embedding).
@@ -125,10 +139,10 @@ impl Application {
                 }
             });
         }
-        tokio::spawn(crate::reload::run(
-            Arc::clone(&self.state),
-            stopping.clone(),
-        ));
+        let reloader = self
+            .reloader
+            .unwrap_or_else(|| Reloader::start(Arc::clone(&self.state)));
+        tokio::spawn(reloader.run(stopping.clone()));
         let service =
             app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, service)

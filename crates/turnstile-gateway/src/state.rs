@@ -4,8 +4,9 @@
 //!
 //! - A check holds its own `Arc` of the backend it started on, so a switch never cuts a check
 //!   in half; the old backend drains what it has queued, then stops.
-//! - Everything the request path reads per request (policies by index, header names, the
-//!   client-IP resolver) is resolved here once, at start-up.
+//! - Everything the request path reads per request (policies, header names, the client-IP
+//!   resolver, the rules) is resolved here once, at start-up, and the policies and rules again
+//!   at each reload, built whole and swapped: a request holds the set it started with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -79,7 +79,7 @@ pub fn spawn_with_clock(
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let application = match Application::build_with_clock(config, clock).await {
+                let mut application = match Application::build_with_clock(config, clock).await {
                     Ok(application) => application,
                     Err(error) => {
                         let _ = ready_tx.send(Err(error));
@@ -90,6 +90,8 @@ pub fn spawn_with_clock(
                     .local_addr()
                     .map(|address| (address, application.admin_addr(), application.rls_addr()));
                 let state = Arc::clone(application.state());
+                // Watching before the caller hears it is up: no change it makes is missed.
+                application.start_reloading();
                 let _ = ready_tx.send(Ok((addresses, state)));
                 application
                     .run_until_stopped(async move {
