@@ -14,6 +14,7 @@
 //! - `file`: the YAML wire types (`deny_unknown_fields`: a misspelled field is an error).
 //! - `load`: [`load_dir`] and [`parse_files`]: files → a validated [`RuleSet`], or a
 //!   [`LoadError`] naming the file, the YAML path (and line, when the parser knows it).
+//! - `locate`: the line of a YAML path, for problems found after parsing.
 //! - `rule`: [`Rule`], [`Limit`], [`Unit`]: what a matched descriptor is limited by.
 //! - `matcher`: [`RuleSet::find`], the descriptor walk, and [`RuleKey`], the backend key.
 //!
@@ -31,6 +32,7 @@
 
 mod file;
 mod load;
+mod locate;
 mod matcher;
 mod rule;
 

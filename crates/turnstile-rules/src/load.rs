@@ -123,8 +123,8 @@ impl Loader {
     fn file(&mut self, file: &Path, text: &str) -> Result<(), LoadError> {
         let invalid = |yaml_path: String, problem: String| LoadError::Invalid {
             file: file.to_owned(),
+            line: crate::locate::line_of(text, &yaml_path),
             yaml_path,
-            line: None,
             problem,
         };
         let deserializer = serde_yaml_ng::Deserializer::from_str(text);

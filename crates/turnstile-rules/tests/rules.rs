@@ -267,7 +267,7 @@ descriptors:
 }
 
 #[test]
-fn bad_files_are_refused_with_file_path_and_problem() {
+fn bad_files_are_refused_with_file_line_path_and_problem() {
     let cases: &[(&str, &str)] = &[
         // envoyproxy/ratelimit's test/config cases.
         (
@@ -276,15 +276,15 @@ fn bad_files_are_refused_with_file_path_and_problem() {
         ),
         (
             "domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 1 }\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 2 }\n",
-            "bad.yaml: descriptors[1]: duplicate descriptor composite key `d.a`",
+            "bad.yaml:5: descriptors[1]: duplicate descriptor composite key `d.a`",
         ),
         (
             "domain: d\ndescriptors:\n  - value: v\n",
-            "bad.yaml: descriptors[0].key: a descriptor needs a key",
+            "bad.yaml:3: descriptors[0].key: a descriptor needs a key",
         ),
         (
             "domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: fortnight, requests_per_unit: 1 }\n",
-            "bad.yaml: descriptors[0].rate_limit.unit: invalid rate limit unit `fortnight`",
+            "bad.yaml:4: descriptors[0].rate_limit.unit: invalid rate limit unit `fortnight`",
         ),
         (
             "domain: d\ndescriptors:\n  - key: a\n    rate_limit: { requests_per_unit: 1 }\n",
@@ -338,7 +338,7 @@ fn bad_files_are_refused_with_file_path_and_problem() {
         // Nested paths are named in full.
         (
             "domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: b\n        rate_limit: { unit: week, requests_per_unit: 1 }\n      - key: b\n",
-            "descriptors[0].descriptors[1]: duplicate descriptor composite key `d.a.b`",
+            "bad.yaml:7: descriptors[0].descriptors[1]: duplicate descriptor composite key `d.a.b`",
         ),
     ];
     for (text, expected) in cases {
@@ -357,7 +357,7 @@ fn a_domain_in_two_files_is_refused_naming_both() {
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains("two.yaml: domain: duplicate domain `d`: already loaded from one.yaml"),
+        message.contains("two.yaml:1: domain: duplicate domain `d`: already loaded from one.yaml"),
         "{message}"
     );
 }
