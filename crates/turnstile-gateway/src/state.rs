@@ -102,6 +102,7 @@ impl AppState {
             observer: Arc::clone(&metrics) as Arc<dyn turnstile_backend::BackendObserver>,
         };
         let rules = ActiveRules::load(config.rls.config_dir.as_deref(), config.backend, &metrics)?;
+        metrics.set_rules_loaded(rules.set.rules().len());
         let backend_config = config.backend_config();
         backend_config
             .redis
@@ -272,14 +273,12 @@ impl AppState {
         self.metrics.record_reload(result.is_ok());
         match result {
             Ok(rules) => {
+                self.metrics.set_rules_loaded(rules.set.rules().len());
                 self.rules.store(Arc::new(rules));
                 tracing::info!("rules reloaded");
                 Ok(())
             }
             Err(error) => {
-                // Restore the gauge the failed load did not get to set.
-                self.metrics
-                    .set_rules_loaded(self.rules.load().set.rules().len());
                 tracing::error!(%error, "rule reload failed: the previous rules stay in force");
                 Err(error)
             }

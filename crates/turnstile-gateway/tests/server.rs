@@ -441,17 +441,6 @@ async fn the_toml_files_policies_reload_on_change_and_sighup_and_keep_unchanged_
 
     // SIGHUP reloads too: with search removed from the file, it is gone.
     std::fs::write(&file, policies(10, "")).unwrap();
-    until("the reload after the fix", || {
-        gateway
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|line| line.contains("policies reloaded"))
-            .count()
-            >= 2
-    })
-    .await;
     let reloads = || {
         gateway
             .log
@@ -461,6 +450,7 @@ async fn the_toml_files_policies_reload_on_change_and_sighup_and_keep_unchanged_
             .filter(|line| line.contains("policies reloaded"))
             .count()
     };
+    until("the reload after the fix", || reloads() >= 2).await;
     let before = reloads();
     let status = Command::new("kill")
         .args(["-HUP", &gateway.child.id().to_string()])

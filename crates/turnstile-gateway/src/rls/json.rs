@@ -52,15 +52,16 @@ impl<'a> Descriptors for RateLimitRequest<'a> {
         self.descriptors.get(descriptor)?.hits_addend
     }
 
-    fn unsupported(&self, descriptor: usize) -> Option<&'static str> {
-        let descriptor = self.descriptors.get(descriptor)?;
-        if descriptor.limit.is_some() {
-            Some("limit")
-        } else if descriptor.is_negative_hits {
-            Some("is_negative_hits")
-        } else {
-            None
-        }
+    fn has_limit_override(&self, descriptor: usize) -> bool {
+        self.descriptors
+            .get(descriptor)
+            .is_some_and(|descriptor| descriptor.limit.is_some())
+    }
+
+    fn has_negative_hits(&self, descriptor: usize) -> bool {
+        self.descriptors
+            .get(descriptor)
+            .is_some_and(|descriptor| descriptor.is_negative_hits)
     }
 
     fn hits_addend(&self) -> u64 {

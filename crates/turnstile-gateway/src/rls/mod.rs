@@ -65,9 +65,10 @@ pub(crate) trait Descriptors {
     fn entries(&self, descriptor: usize) -> Self::Entries<'_>;
     /// The descriptor's own `hits_addend`, if it has one.
     fn descriptor_hits(&self, descriptor: usize) -> Option<u64>;
-    /// Whether the descriptor asks for something not supported (a limit override, negative
-    /// hits): which field, if so.
-    fn unsupported(&self, descriptor: usize) -> Option<&'static str>;
+    /// Whether the descriptor carries a limit override (not supported).
+    fn has_limit_override(&self, descriptor: usize) -> bool;
+    /// Whether the descriptor asks to refill rather than consume (not supported).
+    fn has_negative_hits(&self, descriptor: usize) -> bool;
     /// The request's `hits_addend`.
     fn hits_addend(&self) -> u64;
 }
@@ -176,11 +177,16 @@ fn validate(request: &impl Descriptors) -> Result<(), RlsError> {
         if let Some(hits) = request.descriptor_hits(descriptor) {
             cost(hits).map_err(|problem| RlsError::invalid(field("hits_addend"), problem))?;
         }
-        if let Some(unsupported) = request.unsupported(descriptor) {
-            return Err(RlsError::invalid(
-                field(unsupported),
-                "is not supported by Turnstile (configure the limit in the rule files)",
-            ));
+        for (asked, unsupported) in [
+            (request.has_limit_override(descriptor), "limit"),
+            (request.has_negative_hits(descriptor), "is_negative_hits"),
+        ] {
+            if asked {
+                return Err(RlsError::invalid(
+                    field(unsupported),
+                    "is not supported by Turnstile (configure the limit in the rule files)",
+                ));
+            }
         }
     }
     Ok(())
@@ -300,16 +306,18 @@ fn drop_replaced(matches: &mut [Option<Match<'_>>]) {
     {
         return;
     }
-    let replaced: Vec<String> = matches
+    let replaced: Vec<&str> = matches
         .iter()
         .flatten()
-        .flat_map(|found| found.rule.replaces.iter().cloned())
+        .flat_map(|found| {
+            let rule = found.rule;
+            rule.replaces.iter().map(String::as_str)
+        })
         .collect();
     for slot in matches.iter_mut() {
-        if slot
-            .as_ref()
-            .is_some_and(|found| !found.rule.name.is_empty() && replaced.contains(&found.rule.name))
-        {
+        if slot.as_ref().is_some_and(|found| {
+            !found.rule.name.is_empty() && replaced.contains(&found.rule.name.as_str())
+        }) {
             *slot = None;
         }
     }

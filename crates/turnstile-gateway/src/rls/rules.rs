@@ -95,7 +95,6 @@ impl ActiveRules {
             .domains()
             .map(|domain| (domain.to_owned(), metrics.unmatched_counter(domain)))
             .collect();
-        metrics.set_rules_loaded(set.rules().len());
         Self {
             per_rule,
             unmatched,
