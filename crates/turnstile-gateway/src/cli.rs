@@ -71,6 +71,11 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Forward admitted requests on the gateway route to this URL (`http://host:port`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+
     /// Envoy's rate limit service.
     #[command(flatten)]
     pub rls: RlsFlags,

@@ -90,6 +90,94 @@ pub struct Config {
     pub redis: RedisSettings,
     /// Envoy's rate limit service (gRPC) and its envoyproxy/ratelimit rule files.
     pub rls: RlsSettings,
+    /// Where admitted requests on the gateway route are forwarded (`http://host:port`).
+    /// Unset: the gateway route answers `200 ok` itself (the demo).
+    pub upstream: Option<String>,
+    /// How requests are forwarded to `upstream`.
+    pub proxy: ProxySettings,
+    /// Request rules for the gateway route and `/v1/forward-auth`, in order, first match
+    /// wins. None: every request is limited by `gateway.policy` (forward-auth:
+    /// `forward_auth.policy`) per client.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The reverse proxy's settings (used when `upstream` is set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// Largest request body forwarded, in bytes (413 beyond). Unset: no limit (bodies stream
+    /// through; `body_limit_bytes` is for the JSON API only).
+    pub max_body_bytes: Option<u64>,
+    /// Forward the client's `Host`; `false` sends the upstream's own authority instead.
+    pub preserve_host: bool,
+    /// Longest wait to open a connection to the upstream (then 502).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers once the request is sent (then 504);
+    /// less than `request_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub response_header_timeout: Duration,
+    /// Idle keep-alive connections to the upstream kept open at most.
+    pub max_idle_connections: usize,
+    /// Add the RateLimit headers of the decision to the upstream's responses.
+    pub ratelimit_headers: bool,
+}
+
+/// One `[[routes]]` rule: the requests it matches and the limits each must pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Its name in metrics and logs; default `routes[N]` (its position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Which requests it applies to.
+    #[serde(rename = "match")]
+    pub matches: RouteMatch,
+    /// Checked in order; each must admit the request. Empty: matched requests are not limited.
+    pub limits: Vec<LimitConfig>,
+    /// Decide and count, but never deny.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+/// What a request must be to match a rule: every field given must hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// The (normalized) path starts with this; it starts with `/`.
+    pub path_prefix: String,
+    /// One of these methods (any method when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// This request header is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// One limit of a rule: a policy, applied per value of a key source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// A policy in `policies`.
+    pub policy: String,
+    /// What identifies the caller: `client_ip`, `header:<name>`, `path`, `method`, `global`.
+    pub key: String,
+    /// When the key's source is absent from a request (a header missing).
+    #[serde(default)]
+    pub on_missing: OnMissing,
+}
+
+/// What a limit does when its key's source is absent from a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Refuse the request: 400 naming the header.
+    #[default]
+    Deny,
+    /// Do not apply this limit to the request.
+    Skip,
+    /// Count the request under one key shared by every request without the source.
+    Global,
 }
 
 /// Envoy's rate limit service: where it listens, and the rules it decides by.
@@ -302,6 +390,16 @@ impl Default for Config {
                 config_dir: None,
                 shadow_mode: false,
             },
+            upstream: None,
+            proxy: ProxySettings {
+                max_body_bytes: None,
+                preserve_host: true,
+                connect_timeout: Duration::from_secs(5),
+                response_header_timeout: Duration::from_secs(15),
+                max_idle_connections: 256,
+                ratelimit_headers: true,
+            },
+            routes: Vec::new(),
             redis_url: redis.url.clone(),
             redis: RedisSettings {
                 key_prefix: redis.key_prefix.clone(),
@@ -392,8 +490,9 @@ impl Config {
         Ok(config)
     }
 
-    /// The settings other than `policies` whose values differ in `other`, as dotted keys:
-    /// what a reload cannot apply without a restart.
+    /// The settings other than those a reload applies (`policies`, `routes`, `upstream`,
+    /// `proxy`) whose values differ in `other`, as dotted keys: what a reload cannot apply
+    /// without a restart.
     pub fn changed_settings(&self, other: &Config) -> Vec<String> {
         fn leaves(
             value: &serde_json::Value,
@@ -418,6 +517,9 @@ impl Config {
             let mut out = Vec::new();
             let value = serde_json::to_value(Config {
                 policies: BTreeMap::new(),
+                routes: Vec::new(),
+                upstream: None,
+                proxy: Config::default().proxy,
                 ..config.clone()
             })
             .unwrap_or_default();
@@ -507,6 +609,34 @@ impl Config {
             if admin == self.listen && admin.port() != 0 {
                 return Err(invalid("admin_listen", "must differ from `listen`"));
             }
+        }
+        if let Some(upstream) = &self.upstream {
+            crate::proxy::parse_upstream(upstream)
+                .map_err(|problem| invalid("upstream", problem))?;
+        }
+        if self.proxy.connect_timeout.is_zero() {
+            return Err(invalid(
+                "proxy.connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.proxy.response_header_timeout.is_zero()
+            || (self.upstream.is_some()
+                && self.proxy.response_header_timeout >= self.request_timeout)
+        {
+            return Err(invalid(
+                "proxy.response_header_timeout",
+                format!(
+                    "must be greater than zero and less than `request_timeout` ({}), which would cut the request off first",
+                    humantime_serde::re::humantime::format_duration(self.request_timeout)
+                ),
+            ));
+        }
+        if self.proxy.max_body_bytes == Some(0) {
+            return Err(invalid(
+                "proxy.max_body_bytes",
+                "must be greater than zero when set",
+            ));
         }
         if self.body_limit_bytes < 64 {
             return Err(invalid("body_limit_bytes", "must be at least 64"));

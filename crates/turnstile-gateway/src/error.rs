@@ -99,6 +99,14 @@ pub enum ApiError {
         /// The header's name.
         header: String,
     },
+    /// A forward-auth caller's description of the original request is unusable.
+    #[error("header `{header}` {problem}")]
+    InvalidForwardedHeader {
+        /// The header.
+        header: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The backend dropped the check and the policy fails closed.
     #[error("the rate limiter could not decide ({}); the policy fails closed", .0.reason())]
     Dropped(CheckError),
@@ -124,6 +132,31 @@ pub enum ApiError {
     /// Route exists, method does not.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The upstream refused the connection, could not be reached in `proxy.connect_timeout`,
+    /// or broke off its answer.
+    #[error("the upstream could not be reached or broke off its answer ({reason})")]
+    UpstreamUnavailable {
+        /// `connect`, or `protocol` (the connection failed mid-exchange).
+        reason: &'static str,
+    },
+    /// The upstream sent no response headers within `proxy.response_header_timeout`.
+    #[error("the upstream did not answer within {}ms", .timeout.as_millis())]
+    UpstreamTimeout {
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
+    /// A proxied request body is over `proxy.max_body_bytes`.
+    #[error("request body is over the proxy's {limit}-byte limit")]
+    ProxyBodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A protocol upgrade (WebSocket) asked of the proxy, which does not forward them.
+    #[error("protocol upgrades (`Upgrade: {protocol}`) are not forwarded by this proxy")]
+    UpgradeNotSupported {
+        /// The protocol asked for.
+        protocol: String,
+    },
     /// A fault of ours, never of the request.
     #[error("internal error")]
     Internal,
@@ -146,6 +179,7 @@ impl ApiError {
             Self::InvalidJson(_)
             | Self::UnreadableBody(_)
             | Self::InvalidKeyHeader { .. }
+            | Self::InvalidForwardedHeader { .. }
             | Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField(_)
             | Self::EmptyKey
@@ -162,6 +196,10 @@ impl ApiError {
             }
             Self::Kill(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::ProxyBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpgradeNotSupported { .. } => StatusCode::NOT_IMPLEMENTED,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -180,6 +218,7 @@ impl ApiError {
             Self::UnknownPolicy { .. } => "unknown_policy",
             Self::CostExceedsBurst { .. } => "cost_exceeds_burst",
             Self::InvalidKeyHeader { .. } => "invalid_key_header",
+            Self::InvalidForwardedHeader { .. } => "invalid_forwarded_header",
             Self::Dropped(error) => error.reason(),
             Self::Shed => Self::SHED,
             // The same reason as a backend's own timeout: to the client, both are "no answer
@@ -193,6 +232,10 @@ impl ApiError {
             Self::Kill(turnstile_backend::KillError::NoPool) => "no_pool",
             Self::Kill(turnstile_backend::KillError::NoIdleWorker) => "no_idle_worker",
             Self::Kill(turnstile_backend::KillError::NotRunning(_)) => "not_running",
+            Self::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::ProxyBodyTooLarge { .. } => "body_too_large",
+            Self::UpgradeNotSupported { .. } => "upgrade_not_supported",
             Self::Internal => "internal",
         }
     }

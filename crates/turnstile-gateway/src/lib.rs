@@ -20,6 +20,8 @@
 //! - `policies`: named policies resolved at start-up; `headers`: `Retry-After` and the IETF
 //!   `RateLimit` headers of a policy.
 //! - `client_ip`: who the client is, trusting forwarding headers only from trusted proxies.
+//! - `request_rules`: `[[routes]]`, the limits a request on the gateway route or forward-auth
+//!   must pass and the key of each; `proxy`: admitted requests forwarded to `upstream`.
 //! - [`error`]: [`ApiError`], the one error type of a request, rendered as JSON with a
 //!   4xx/503 status; [`StartError`], why the gateway could not start.
 //! - [`metrics`]: the Prometheus registry.
@@ -54,7 +56,9 @@ mod edge;
 mod extract;
 mod headers;
 mod policies;
+mod proxy;
 mod reload;
+mod request_rules;
 mod rls;
 mod routes;
 

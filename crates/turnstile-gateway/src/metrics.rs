@@ -62,6 +62,49 @@ pub(crate) struct RuleCounters {
     pub(crate) unlimited: IntCounter,
 }
 
+/// One request rule's counters, resolved when the rules are built.
+pub(crate) struct RouteCounters {
+    pub(crate) allowed: IntCounter,
+    pub(crate) denied: IntCounter,
+    pub(crate) shadow_denied: IntCounter,
+    /// Matched a rule with no limit that applied (none written, or every one skipped).
+    pub(crate) unlimited: IntCounter,
+    /// Time to the upstream's response headers, by status class.
+    pub(crate) upstream: [Histogram; 5],
+    /// By [`UpstreamError`].
+    pub(crate) upstream_errors: [IntCounter; 4],
+}
+
+/// Why a proxied request got no response from the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamError {
+    /// Refused, unreachable, or not connected within `proxy.connect_timeout`.
+    Connect = 0,
+    /// No response headers within `proxy.response_header_timeout`.
+    Timeout = 1,
+    /// The exchange broke off (the upstream closed, or sent something that is not HTTP).
+    Protocol = 2,
+    /// The client's body went over `proxy.max_body_bytes` while streaming.
+    BodyTooLarge = 3,
+}
+
+impl UpstreamError {
+    pub(crate) const LABELS: [&'static str; 4] =
+        ["connect", "timeout", "protocol", "body_too_large"];
+
+    pub(crate) fn label(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+}
+
+const ROUTE_DECISIONS: [&str; 5] = [
+    "allowed",
+    "denied",
+    "shadow_denied",
+    "unlimited",
+    "unmatched",
+];
+
 /// The `kind` label values of `turnstile_faults_injected_total`.
 pub(crate) const FAULT_KINDS: [&str; 4] = ["crash", "poison", "slow", "switch"];
 
@@ -119,6 +162,9 @@ pub struct Metrics {
     rls_duration: [Histogram; 2],
     rules_loaded: prometheus::IntGauge,
     config_reloads: IntCounterVec,
+    route_decisions: IntCounterVec,
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
 }
 
 fn counter(
@@ -199,7 +245,35 @@ impl Metrics {
             "Rules with a rate_limit in the rule files in force.",
         )?;
         registry.register(Box::new(rules_loaded.clone()))?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "turnstile_upstream_request_duration_seconds",
+                "Time from forwarding a request to the upstream's response headers, by request rule and status class.",
+            )
+            .buckets(HTTP_BUCKETS_SECONDS.to_vec()),
+            &["rule", "status_class"],
+        )?;
+        registry.register(Box::new(upstream_duration.clone()))?;
         let metrics = Self {
+            route_decisions: counter(
+                &registry,
+                "turnstile_route_decisions_total",
+                &format!(
+                    "Requests on the gateway route and forward-auth, by request rule (`[[routes]]` name; \"\" when none matched) and decision ({}).",
+                    ROUTE_DECISIONS.join(", ")
+                ),
+                &["rule", "decision"],
+            )?,
+            upstream_duration,
+            upstream_errors: counter(
+                &registry,
+                "turnstile_upstream_errors_total",
+                &format!(
+                    "Proxied requests that got no response from the upstream, by request rule and reason ({}).",
+                    UpstreamError::LABELS.join(", ")
+                ),
+                &["rule", "reason"],
+            )?,
             rls_decisions: counter(
                 &registry,
                 "turnstile_rls_decisions_total",
@@ -214,7 +288,7 @@ impl Metrics {
             config_reloads: counter(
                 &registry,
                 "turnstile_config_reloads_total",
-                "Reloads of the rule files and the TOML file's policies (on change or SIGHUP), by result (ok, or error: what was in force stays).",
+                "Reloads of the rule files and the TOML file's policies, request rules and upstream (on change or SIGHUP), by result (ok, or error: what was in force stays).",
                 &["result"],
             )?,
             decisions: counter(
@@ -353,6 +427,53 @@ impl Metrics {
             shadow_denied: resolve("shadow_denied"),
             unlimited: resolve("unlimited"),
         }
+    }
+
+    /// The counters of one request rule (called for each rule at every build).
+    pub(crate) fn route_counters(&self, rule: &str) -> RouteCounters {
+        let decision = |decision| self.route_decisions.with_label_values(&[rule, decision]);
+        RouteCounters {
+            allowed: decision("allowed"),
+            denied: decision("denied"),
+            shadow_denied: decision("shadow_denied"),
+            unlimited: decision("unlimited"),
+            upstream: STATUS_CLASSES
+                .map(|class| self.upstream_duration.with_label_values(&[rule, class])),
+            upstream_errors: UpstreamError::LABELS
+                .map(|reason| self.upstream_errors.with_label_values(&[rule, reason])),
+        }
+    }
+
+    /// The counter of requests no request rule matched.
+    pub(crate) fn route_unmatched(&self) -> IntCounter {
+        self.route_decisions.with_label_values(&["", "unmatched"])
+    }
+
+    /// Requests on the gateway route and forward-auth so far, by request rule and decision
+    /// (the counter `/metrics` exports).
+    pub fn route_decisions_total(&self, rule: &str, decision: &str) -> u64 {
+        self.route_decisions
+            .with_label_values(&[rule, decision])
+            .get()
+    }
+
+    /// Proxied requests of `rule` that got no upstream response for `reason` so far.
+    pub fn upstream_errors_total(&self, rule: &str, reason: &str) -> u64 {
+        self.upstream_errors
+            .with_label_values(&[rule, reason])
+            .get()
+    }
+
+    /// Proxied requests of `rule` answered by the upstream so far, whatever the status.
+    pub fn upstream_responses_total(&self, rule: &str) -> u64 {
+        STATUS_CLASSES
+            .iter()
+            .map(|class| {
+                self.upstream_duration
+                    .with_label_values(&[rule, class])
+                    .get_sample_count()
+            })
+            .sum()
     }
 
     /// The `no_rule` counter of a loaded domain (`""` for every domain not loaded).

@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError, FailureMode};
 use crate::error::ApiError;
 use crate::headers::PolicyHeaders;
 use crate::metrics::{Metrics, PolicyCounters};
+use crate::request_rules::{KeySource, RouteTable};
 
 /// A policy with its name, failure mode, headers and counters.
 pub(crate) struct NamedPolicy {
@@ -33,10 +34,10 @@ pub(crate) struct PolicySet {
     by_name: HashMap<String, usize>,
     /// The next id never given to a policy.
     next_id: u16,
-    /// Index of the gateway route's policy.
-    gateway: usize,
-    /// Index of the forward-auth policy.
-    forward_auth: usize,
+    /// The gateway route's request rules (`[[routes]]`, or `gateway.policy` for every path).
+    gateway: RouteTable,
+    /// Forward-auth's request rules (`[[routes]]`, or `forward_auth.policy` for every path).
+    forward_auth: RouteTable,
 }
 
 impl PolicySet {
@@ -87,8 +88,47 @@ impl PolicySet {
                     problem: format!("unknown policy `{name}`"),
                 })
         };
-        let gateway = resolve("gateway.policy", &config.gateway.policy)?;
-        let forward_auth = resolve("forward_auth.policy", &config.forward_auth.policy)?;
+        let gateway_policy = resolve("gateway.policy", &config.gateway.policy)?;
+        let forward_auth_policy = resolve("forward_auth.policy", &config.forward_auth.policy)?;
+        // Built with the policies, and swapped with them: a rule's policy index always points
+        // into the set it was built with.
+        let (gateway, forward_auth) = if config.routes.is_empty() {
+            let forward_auth_key = match &config.forward_auth.key_header {
+                Some(name) => KeySource::Header(
+                    axum::http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| ConfigError::Invalid {
+                            field: "forward_auth.key_header".into(),
+                            problem: format!("`{name}` is not a valid HTTP header name"),
+                        })?,
+                ),
+                None => KeySource::ClientIp,
+            };
+            (
+                RouteTable::single("gateway", gateway_policy, KeySource::ClientIp, metrics),
+                RouteTable::single(
+                    "forward-auth",
+                    forward_auth_policy,
+                    forward_auth_key,
+                    metrics,
+                ),
+            )
+        } else {
+            let known = config
+                .policies
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let build = || {
+                RouteTable::new(
+                    &config.routes,
+                    |name| by_name.get(name).copied(),
+                    &known,
+                    metrics,
+                )
+            };
+            (build()?, build()?)
+        };
         Ok(Self {
             policies,
             by_name,
@@ -98,14 +138,19 @@ impl PolicySet {
         })
     }
 
-    /// The gateway route's policy.
-    pub(crate) fn gateway(&self) -> &NamedPolicy {
-        &self.policies[self.gateway]
+    /// The gateway route's request rules.
+    pub(crate) fn gateway(&self) -> &RouteTable {
+        &self.gateway
     }
 
-    /// The forward-auth policy.
-    pub(crate) fn forward_auth(&self) -> &NamedPolicy {
-        &self.policies[self.forward_auth]
+    /// Forward-auth's request rules.
+    pub(crate) fn forward_auth(&self) -> &RouteTable {
+        &self.forward_auth
+    }
+
+    /// The policy at `index` (as a [`RouteTable`] of this set names it).
+    pub(crate) fn at(&self, index: usize) -> Option<&NamedPolicy> {
+        self.policies.get(index)
     }
 
     /// Policy names by id (ids no policy holds now are empty), for the redis backend's keys.

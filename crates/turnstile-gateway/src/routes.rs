@@ -7,9 +7,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrayvec::ArrayVec;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Json, Router};
@@ -24,6 +25,8 @@ use crate::error::{ApiError, method_not_allowed};
 use crate::extract::{parse_json, read_json};
 use crate::metrics::{CheckOutcome, Metrics};
 use crate::policies::NamedPolicy;
+use crate::proxy::{Forwarded, Proxy};
+use crate::request_rules::{self, LimitKey, RequestView, RouteRule};
 use crate::state::AppState;
 
 /// The gateway's HTTP service: the router behind [`Edge`] (timing, shedding, request timeout).
@@ -193,19 +196,23 @@ pub(crate) async fn check(
 }
 
 /// Which client-limited route is answering.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum ClientRoute {
     ForwardAuth,
     Gateway,
 }
 
 /// `ANY /v1/forward-auth`: for proxies' external-auth hooks (nginx `auth_request`, Traefik
-/// ForwardAuth, Envoy ext_authz): 200 when allowed, the configured deny status when not.
+/// ForwardAuth, Caddy `forward_auth`, Envoy ext_authz): 200 when allowed, the configured deny
+/// status when not. The request rules see the original request as the proxy describes it
+/// (`X-Forwarded-Uri` or `X-Original-URI`, `X-Forwarded-Method` or `X-Original-Method`), else
+/// this request itself.
 pub(crate) async fn forward_auth(state: State<Arc<AppState>>, request: Request) -> Response {
     limit_client(state, request, ClientRoute::ForwardAuth).await
 }
 
-/// Every other path: the demo gateway, limited per client IP.
+/// Every other path: the gateway route, limited by the request rules, and forwarded to
+/// `upstream` when one is set (else answered `200 ok`: the demo).
 pub(crate) async fn gateway(state: State<Arc<AppState>>, request: Request) -> Response {
     limit_client(state, request, ClientRoute::Gateway).await
 }
@@ -215,88 +222,264 @@ async fn limit_client(
     request: Request,
     route: ClientRoute,
 ) -> Response {
-    // Taken apart, not extracted as `Parts`: that extractor clones the headers and extensions.
-    // The body is unused, and dropped here: held across the check it would make this future
-    // `!Send`.
-    let (request, _) = request.into_parts();
-    match limit_client_inner(&state, &request, route).await {
+    let (parts, body) = request.into_parts();
+    match limit_client_inner(&state, parts, body, route).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
+/// The most limits one request rule may have: their keys are resolved on the stack before
+/// any is checked.
+pub(crate) const MAX_LIMITS_PER_RULE: usize = 8;
+
+/// The original request's method and path as forward-auth's caller describes them.
+fn forwarded_target(parts: &Parts) -> Result<(Method, &str), ApiError> {
+    let first = |names: [&'static str; 2]| {
+        names
+            .into_iter()
+            .find_map(|name| parts.headers.get(name).map(|value| (name, value)))
+    };
+    let method = match first(["x-forwarded-method", "x-original-method"]) {
+        Some((name, value)) => {
+            Method::from_bytes(value.as_bytes()).map_err(|_| ApiError::InvalidForwardedHeader {
+                header: name,
+                problem: "is not an HTTP method",
+            })?
+        }
+        None => parts.method.clone(),
+    };
+    let path = match first(["x-forwarded-uri", "x-original-uri"]) {
+        Some((name, value)) => {
+            let uri = value
+                .to_str()
+                .map_err(|_| ApiError::InvalidForwardedHeader {
+                    header: name,
+                    problem: "is not text",
+                })?;
+            let path = request_rules::path_of(uri);
+            if !path.starts_with('/') {
+                return Err(ApiError::InvalidForwardedHeader {
+                    header: name,
+                    problem: "is not a path (`/...`) or an absolute URL",
+                });
+            }
+            path
+        }
+        None => parts.uri.path(),
+    };
+    Ok((method, path))
+}
+
 async fn limit_client_inner(
     state: &AppState,
-    request: &Parts,
+    parts: Parts,
+    body: axum::body::Body,
     route: ClientRoute,
 ) -> Result<Response, ApiError> {
     let policies = state.policies();
-    let (policy, deny_status) = match route {
+    let (table, deny_status) = match route {
         ClientRoute::ForwardAuth => (policies.forward_auth(), state.forward_auth_deny_status),
         ClientRoute::Gateway => (policies.gateway(), StatusCode::TOO_MANY_REQUESTS),
     };
-    let header_key;
-    let ip_key;
-    let key: &str = match (route, &state.forward_auth_key_header) {
-        (ClientRoute::ForwardAuth, Some(name)) => {
-            header_key = request
-                .headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .filter(|value| !value.is_empty() && value.len() <= MAX_KEY_LEN)
-                .ok_or_else(|| ApiError::InvalidKeyHeader {
-                    header: name.to_string(),
-                })?;
-            header_key
-        }
-        _ => {
-            let peer = request
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| *peer)
-                // Only reachable if the router is served without connect info: our bug.
-                .ok_or(ApiError::Internal)?;
-            let ip = state.client_ip.client_ip(peer, &request.headers);
-            ip_key = state.client_ip.key_for(ip);
-            ip_key.as_str()
-        }
+    let proxy = match route {
+        ClientRoute::Gateway => state.proxy(),
+        ClientRoute::ForwardAuth => None,
     };
-    let mut response = match decide(state, key, policy, 1).await? {
-        Outcome::Decided(decision) => {
-            let mut response = if decision.allowed {
-                match route {
-                    ClientRoute::ForwardAuth => StatusCode::OK.into_response(),
-                    ClientRoute::Gateway => (StatusCode::OK, "ok\n").into_response(),
+    if let Some(proxy) = &proxy {
+        proxy.admissible(&parts)?;
+    }
+    let (method, path) = match route {
+        ClientRoute::ForwardAuth => forwarded_target(&parts)?,
+        ClientRoute::Gateway => (parts.method.clone(), parts.uri.path()),
+    };
+    let view = RequestView {
+        method: &method,
+        path: request_rules::normalize_path(path),
+        headers: &parts.headers,
+    };
+    let Some(rule) = table.find(&view) else {
+        table.unmatched.inc();
+        drop(view);
+        return admit(
+            state,
+            route,
+            proxy.as_deref(),
+            None,
+            parts,
+            body,
+            Verdict::default(),
+        )
+        .await;
+    };
+    // Every key first: a request refused for a missing header changes no state.
+    let client_key = || {
+        let peer = peer_of(&parts)?;
+        let ip = state.client_ip.client_ip(peer, &parts.headers);
+        Ok(state.client_ip.key_for(ip))
+    };
+    let mut keys: ArrayVec<(&NamedPolicy, LimitKey), MAX_LIMITS_PER_RULE> = ArrayVec::new();
+    for limit in &rule.limits {
+        if let Some(key) = limit.key(&view, client_key)? {
+            let policy = policies.at(limit.policy).ok_or(ApiError::Internal)?;
+            keys.push((policy, key));
+        }
+    }
+    drop(view);
+    let mut verdict = Verdict::default();
+    let mut would_deny = false;
+    // In order; the first denial ends it (the limits after it are not consumed).
+    for (policy, key) in &keys {
+        match decide(state, key.as_str(), policy, 1).await? {
+            Outcome::Decided(decision) if decision.allowed => {
+                let closer = verdict
+                    .closest
+                    .as_ref()
+                    .is_none_or(|(_, closest)| decision.remaining < closest.remaining);
+                if closer {
+                    verdict.closest = Some((policy, decision));
                 }
-            } else {
-                let body = ErrorBody {
-                    error: RATE_LIMITED.into(),
-                    message: policy.denied_message.as_str().into(),
-                    retry_after_ms: decision.retry_after.map(millis_ceil),
-                };
-                (deny_status, Json(body)).into_response()
-            };
-            policy.headers.insert(
-                response.headers_mut(),
-                &decision,
-                state.legacy_ratelimit_headers,
-            );
-            response
+            }
+            Outcome::Decided(_) if rule.shadow => would_deny = true,
+            Outcome::Decided(decision) => {
+                rule.counters.denied.inc();
+                tracing::debug!(rule = %rule.name, policy = %policy.name, "request denied");
+                return Ok(denied(state, policy, &decision, deny_status));
+            }
+            Outcome::AdmittedOnDrop(error) => verdict.dropped = Some(error),
         }
-        Outcome::AdmittedOnDrop(error) => {
-            let mut response = StatusCode::OK.into_response();
-            response.headers_mut().insert(
-                DROPPED_HEADER.clone(),
-                HeaderValue::from_static(error.reason()),
-            );
-            response
-        }
+    }
+    if keys.is_empty() {
+        rule.counters.unlimited.inc();
+    } else if would_deny {
+        rule.counters.shadow_denied.inc();
+    } else {
+        rule.counters.allowed.inc();
+    }
+    admit(
+        state,
+        route,
+        proxy.as_deref(),
+        Some(rule),
+        parts,
+        body,
+        verdict,
+    )
+    .await
+}
+
+/// What the limits of an admitted request came to, for its headers.
+#[derive(Default)]
+struct Verdict<'p> {
+    /// The admitting decision with the least remaining, and its policy.
+    closest: Option<(&'p NamedPolicy, Decision)>,
+    /// A check the backend dropped, admitted by its policy's `failure_mode = "open"`.
+    dropped: Option<CheckError>,
+}
+
+fn peer_of(parts: &Parts) -> Result<SocketAddr, ApiError> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+        // Only reachable if the router is served without connect info: our bug.
+        .ok_or(ApiError::Internal)
+}
+
+fn denied(
+    state: &AppState,
+    policy: &NamedPolicy,
+    decision: &Decision,
+    deny_status: StatusCode,
+) -> Response {
+    let body = ErrorBody {
+        error: RATE_LIMITED.into(),
+        message: policy.denied_message.as_str().into(),
+        retry_after_ms: decision.retry_after.map(millis_ceil),
     };
+    let mut response = (deny_status, Json(body)).into_response();
+    policy.headers.insert(
+        response.headers_mut(),
+        decision,
+        state.legacy_ratelimit_headers,
+    );
+    no_store(response)
+}
+
+fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
+}
+
+/// The answer to an admitted request: the upstream's (when proxying), else `200`.
+async fn admit(
+    state: &AppState,
+    route: ClientRoute,
+    proxy: Option<&Proxy>,
+    rule: Option<&RouteRule>,
+    parts: Parts,
+    body: axum::body::Body,
+    verdict: Verdict<'_>,
+) -> Result<Response, ApiError> {
+    let mut response = match proxy {
+        Some(proxy) => {
+            let forwarded = Forwarded {
+                peer: peer_of(&parts)?.ip(),
+                trusted: state.client_ip.is_trusted(peer_of(&parts)?.ip()),
+            };
+            let started = Instant::now();
+            let result = proxy.forward(parts, body, &forwarded).await;
+            let counters = rule.map(|rule| &rule.counters);
+            match result {
+                Ok(response) => {
+                    if let Some(counters) = counters {
+                        let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
+                        counters.upstream[class].observe(started.elapsed().as_secs_f64());
+                    }
+                    if !proxy.ratelimit_headers {
+                        return Ok(with_dropped(response, verdict.dropped.as_ref()));
+                    }
+                    response
+                }
+                Err((reason, error)) => {
+                    if let Some(counters) = counters {
+                        counters.upstream_errors[reason as usize].inc();
+                    }
+                    tracing::debug!(reason = reason.label(), "upstream gave no response");
+                    return Err(error);
+                }
+            }
+        }
+        None => {
+            drop(body);
+            let response = match route {
+                ClientRoute::ForwardAuth => StatusCode::OK.into_response(),
+                ClientRoute::Gateway => (StatusCode::OK, "ok\n").into_response(),
+            };
+            no_store(response)
+        }
+    };
+    if let Some((policy, decision)) = &verdict.closest {
+        policy.headers.insert(
+            response.headers_mut(),
+            decision,
+            state.legacy_ratelimit_headers,
+        );
+    }
+    Ok(with_dropped(response, verdict.dropped.as_ref()))
+}
+
+fn with_dropped(mut response: Response, dropped: Option<&CheckError>) -> Response {
+    if let Some(error) = dropped {
+        response.headers_mut().insert(
+            DROPPED_HEADER.clone(),
+            HeaderValue::from_static(error.reason()),
+        );
+    }
+    response
 }
 
 /// `GET /healthz`: the process is up.

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use axum::http::{HeaderName, StatusCode};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use axum::http::StatusCode;
 use turnstile_backend::{Backend, BackendConfig, BackendKind, BuildContext, BuildError};
 use turnstile_core::Clock;
 
@@ -23,6 +23,7 @@ use crate::config::{self, Config, Secret};
 use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::policies::PolicySet;
+use crate::proxy::Proxy;
 use crate::rls::{ActiveRules, RulesError};
 
 /// Where a configuration came from: the file and the command line's overrides (the
@@ -46,6 +47,22 @@ pub enum PolicyReloadError {
     Backend(#[from] BuildError),
 }
 
+/// The proxy `config` asks for, if any.
+fn build_proxy(config: &Config) -> Result<Option<Arc<Proxy>>, config::ConfigError> {
+    config
+        .upstream
+        .as_deref()
+        .map(|upstream| {
+            Proxy::new(upstream, &config.proxy)
+                .map(Arc::new)
+                .map_err(|problem| config::ConfigError::Invalid {
+                    field: "upstream".into(),
+                    problem,
+                })
+        })
+        .transpose()
+}
+
 /// Everything the handlers share.
 pub struct AppState {
     /// The active backend. Swapped whole by the admin API's backend switch; each check holds
@@ -67,7 +84,9 @@ pub struct AppState {
     config_source: std::sync::OnceLock<ConfigSource>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) client_ip: ClientIpResolver,
-    pub(crate) forward_auth_key_header: Option<HeaderName>,
+    /// Where the gateway route forwards admitted requests (`upstream`); none: it answers
+    /// itself. Swapped whole by a reload.
+    proxy: ArcSwapOption<Proxy>,
     pub(crate) forward_auth_deny_status: StatusCode,
     pub(crate) legacy_ratelimit_headers: bool,
     pub(crate) body_limit_bytes: usize,
@@ -109,16 +128,7 @@ impl AppState {
             .policy_names
             .set(policies.names_by_id());
         let backend = turnstile_backend::build(&backend_config, &context)?;
-        let forward_auth_key_header = config
-            .forward_auth
-            .key_header
-            .as_deref()
-            .map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()))
-            .transpose()
-            .map_err(|_| config::ConfigError::Invalid {
-                field: "forward_auth.key_header".into(),
-                problem: "not a valid HTTP header name".into(),
-            })?;
+        let proxy = build_proxy(config)?;
         Ok(Arc::new(Self {
             backend: ArcSwap::from_pointee(backend),
             backend_config,
@@ -132,7 +142,7 @@ impl AppState {
                 config.trusted_proxies.clone(),
                 config.ipv6_prefix_len,
             ),
-            forward_auth_key_header,
+            proxy: ArcSwapOption::new(proxy),
             forward_auth_deny_status: StatusCode::from_u16(config.forward_auth.deny_status)
                 .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
             legacy_ratelimit_headers: config.legacy_ratelimit_headers,
@@ -189,9 +199,10 @@ impl AppState {
         self.config_source.get()?.file.as_deref()
     }
 
-    /// Reloads the policies from the configuration's sources (the TOML file, `TURNSTILE_*`,
-    /// the command line). On success new requests use the new policies at once (requests in
-    /// flight finish on the old); a policy that keeps its name keeps its state (its id). Other
+    /// Reloads the policies, the request rules (`routes`) and the upstream (`upstream`,
+    /// `proxy`) from the configuration's sources (the TOML file, `TURNSTILE_*`, the command
+    /// line). On success new requests use the new ones at once (requests in flight finish on
+    /// the old); a policy that keeps its name keeps its state (its id). Other
     /// settings need a restart: those that changed are named in a warning and keep their
     /// running values. On failure nothing changes. Either way the result is logged and counted
     /// in `turnstile_config_reloads_total`. Without a source (a gateway built from values),
@@ -227,10 +238,13 @@ impl AppState {
                 "these settings changed but take effect only after a restart; their running values stay"
             );
         }
-        // The new policies under every other running setting (the gateway route's and
-        // forward-auth's policy names must still exist).
+        // The new policies, rules and upstream under every other running setting (the
+        // gateway route's and forward-auth's policy names must still exist).
         let merged = Config {
             policies: loaded.policies,
+            routes: loaded.routes,
+            upstream: loaded.upstream,
+            proxy: loaded.proxy,
             ..self.running.clone()
         };
         merged.validate()?;
@@ -241,13 +255,26 @@ impl AppState {
                 turnstile_backend::validate_redis_policy(&named.policy)?;
             }
         }
+        // The pool of upstream connections is kept unless the upstream or its settings change.
+        let proxy = match self.proxy.load_full() {
+            Some(running) if running.serves(merged.upstream.as_deref(), &merged.proxy) => {
+                Some(running)
+            }
+            _ => build_proxy(&merged)?,
+        };
         let count = merged.policies.len();
         self.backend_config
             .redis
             .policy_names
             .set(policies.names_by_id());
         self.policies.store(Arc::new(policies));
+        self.proxy.store(proxy);
         Ok(count)
+    }
+
+    /// The proxy to `upstream` in force now, if one is set.
+    pub(crate) fn proxy(&self) -> Option<Arc<Proxy>> {
+        self.proxy.load_full()
     }
 
     /// The rate limit service's rules in force now.

@@ -37,5 +37,5 @@ mod matcher;
 mod rule;
 
 pub use load::{LoadError, Loaded, load_dir, parse_files};
-pub use matcher::{Match, RuleKey, RuleSet};
+pub use matcher::{KeyBuilder, Match, RuleKey, RuleSet};
 pub use rule::{Limit, Rule, Unit};

@@ -73,23 +73,24 @@ impl RuleKey {
     }
 }
 
-/// Builds a [`RuleKey`] part by part, hashing everything as it goes in case it overflows.
-struct KeyBuilder {
+/// Builds a [`RuleKey`] part by part (each length-prefixed), hashing everything as it goes in
+/// case it overflows: the one way a backend key is composed, for descriptors and for the
+/// gateway's request rules alike.
+#[derive(Default)]
+pub struct KeyBuilder {
     text: ArrayString<MAX_KEY_LEN>,
     overflowed: bool,
     hash: Xxh3,
 }
 
 impl KeyBuilder {
-    fn new() -> Self {
-        Self {
-            text: ArrayString::new(),
-            overflowed: false,
-            hash: Xxh3::new(),
-        }
+    /// An empty key.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    fn part(&mut self, part: &str) {
+    /// Appends one part.
+    pub fn part(&mut self, part: &str) {
         self.hash.update(&(part.len() as u64).to_le_bytes());
         self.hash.update(part.as_bytes());
         if !self.overflowed {
@@ -97,7 +98,9 @@ impl KeyBuilder {
         }
     }
 
-    fn finish(self, tag: &str) -> RuleKey {
+    /// The key: `tag` (at most 48 bytes), then the parts, or `tag#<hash>` when that would
+    /// exceed [`MAX_KEY_LEN`].
+    pub fn finish(self, tag: &str) -> RuleKey {
         let mut key = ArrayString::new();
         // The tag is at most 48 bytes, the text at most MAX_KEY_LEN - 48 (checked below), the
         // hash 33: each branch fits.
