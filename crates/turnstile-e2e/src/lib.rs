@@ -149,6 +149,39 @@ impl Process {
             .is_ok_and(|status| status.success())
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (at most 30 s) for the process to exit by itself, and gives its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not exit:\n{}", self.name, self.log());
+    }
+
+    /// Waits (at most 30 s) until the gateway this process runs answers `GET /readyz` on
+    /// `address` with a success; panics with its log if it exits or never does.
+    pub async fn await_ready(&mut self, address: &str) {
+        let client = http_client();
+        for _ in 0..300 {
+            // A gateway that exited says why (its log) rather than timing out.
+            self.assert_running();
+            let answer = client.get(format!("http://{address}/readyz")).send().await;
+            if answer.is_ok_and(|answer| answer.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{} never became ready:\n{}", self.name, self.log());
+    }
+
     /// Whether any process of its group is still running.
     pub fn group_alive(&self) -> bool {
         signal_group(self.child.id(), "-0")

@@ -1,7 +1,9 @@
 //! The shipped nginx configuration (`deploy/nginx/turnstile.conf`) against a real nginx
 //! (Debian's package; `.ci/run` installs it): nginx asks a real Turnstile about every request
 //! through `auth_request`, passes the allowed ones to an application, turns Turnstile's 403
-//! into a 429 with its Retry-After, and answers 503 when Turnstile cannot be reached.
+//! into a 429 with its Retry-After, and answers 503 when Turnstile cannot be reached. The
+//! request rules see the original request through the `X-Original-URI` / `X-Original-Method`
+//! the file sends: `POST /login` has a budget of its own.
 
 // Test code: a panic is how a failure is reported.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,6 +25,19 @@ deny_status = 403
 [policies.default]
 limit = 3
 period = "1m"
+
+[policies.login]
+limit = 1
+period = "1m"
+
+[[routes]]
+name = "login"
+match = { path_prefix = "/login", methods = ["POST"] }
+limits = [ { policy = "login", key = "client_ip" } ]
+
+[[routes]]
+match = { path_prefix = "/" }
+limits = [ { policy = "default", key = "client_ip" } ]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,6 +104,20 @@ async fn nginx_auth_request_admits_limits_with_429_and_fails_closed_when_turnsti
     })
     .await;
     server.assert_running();
+
+    // POST /login, as nginx describes it to forward-auth, has its own budget of one.
+    let login = format!("http://127.0.0.1:{nginx_port}/login?next=/");
+    let first = client.post(&login).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = client.post(&login).send().await.unwrap();
+    assert_eq!(second.status(), 429, "the login rule's own limit");
+    assert_eq!(
+        turnstile
+            .state()
+            .metrics()
+            .route_decisions_total("login", "denied"),
+        1
+    );
 
     // That first request was the first of three the policy allows; two more pass through.
     for _ in 0..2 {

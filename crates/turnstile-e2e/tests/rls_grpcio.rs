@@ -179,19 +179,7 @@ async fn grpcio_drives_the_rate_limit_service_on_the_redis_backend() {
         ],
         dir.path().join("turnstile.log"),
     );
-    let client = http_client();
-    let mut ready = false;
-    for _ in 0..300 {
-        // A gateway that exited says why (its log) rather than timing out.
-        turnstile.assert_running();
-        let answer = client.get(format!("http://{http}/readyz")).send().await;
-        if answer.is_ok_and(|answer| answer.status().is_success()) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "turnstile never became ready:\n{}", turnstile.log());
+    turnstile.await_ready(&http).await;
     let mut driver = Driver::start(&python, &rls);
 
     // Counts and remaining, exactly, through the first window; then over the limit.
@@ -338,7 +326,7 @@ async fn grpcio_drives_the_rate_limit_service_on_the_redis_backend() {
         turnstile.log()
     );
     assert_code(&driver.one("added", &[("k", "v")]), "OK", 2);
-    let ready = client
+    let ready = http_client()
         .get(format!("http://{http}/readyz"))
         .send()
         .await

@@ -9,6 +9,8 @@
 //!   and the hottest functions (`report profile FILE`).
 //! - [`rls`]: `bench-rls.sh`'s results: `ShouldRateLimit` over gRPC next to `/v1/check` over
 //!   HTTP, per backend (`report rls FILE`).
+//! - [`proxy`]: `bench-proxy.sh`'s results: Turnstile's reverse proxy next to nginx
+//!   `limit_req` + `proxy_pass` and the upstream alone (`report proxy FILE`).
 //!
 //! The scripts only drive external programs (servers, load, `cargo bench`, `perf`); everything
 //! that turns their output into figures lives here, with tests that pin the exact text.
@@ -18,6 +20,7 @@
 pub mod criterion;
 pub mod peers;
 pub mod profile;
+pub mod proxy;
 pub mod rls;
 
 use std::path::{Path, PathBuf};
@@ -102,6 +105,12 @@ pub enum Report {
         /// The results, e.g. target/bench-rls/results.jsonl.
         file: PathBuf,
     },
+    /// `bench-proxy.sh`'s results (JSON lines): Turnstile's reverse proxy next to nginx and
+    /// the upstream alone.
+    Proxy {
+        /// The results, e.g. target/bench-proxy/results.jsonl.
+        file: PathBuf,
+    },
 }
 
 impl Report {
@@ -112,6 +121,7 @@ impl Report {
             Self::Criterion { dir } => criterion::table(dir),
             Self::Profile { file } => profile::summary(&read(file)?),
             Self::Rls { file } => rls::table(&String::from_utf8_lossy(&read(file)?)),
+            Self::Proxy { file } => proxy::table(&String::from_utf8_lossy(&read(file)?)),
         }
     }
 }
