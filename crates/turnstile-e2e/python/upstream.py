@@ -34,24 +34,9 @@ class Handler(BaseHTTPRequestHandler):
     def read_body(self):
         digest = hashlib.sha256()
         total = 0
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                left = size
-                while left:
-                    piece = self.rfile.read(min(left, PIECE))
-                    if not piece:
-                        raise ConnectionError("body cut short")
-                    digest.update(piece)
-                    total += len(piece)
-                    left -= len(piece)
-                self.rfile.readline()
-        else:
-            left = int(self.headers.get("Content-Length", "0"))
+
+        def take(left):
+            nonlocal total
             while left:
                 piece = self.rfile.read(min(left, PIECE))
                 if not piece:
@@ -59,6 +44,18 @@ class Handler(BaseHTTPRequestHandler):
                 digest.update(piece)
                 total += len(piece)
                 left -= len(piece)
+
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                take(size)
+                self.rfile.readline()
+        else:
+            take(int(self.headers.get("Content-Length", "0")))
         return total, digest.hexdigest()
 
     def common_headers(self):

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use turnstile_gateway::cli::Cli;
 use turnstile_gateway::{Application, Config, ConfigSource, StartError, shutdown_signal};
 
+/// mimalloc's thread-local heaps instead of glibc's arenas: a proxied request allocates on
+/// one worker thread and frees on another (hyper's connection tasks), which is where glibc's
+/// malloc took its arena lock (docs/BENCHMARKS.md, "Turnstile as a reverse proxy").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_with_defaults();
     tracing_subscriber::fmt()

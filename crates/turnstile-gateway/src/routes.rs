@@ -426,9 +426,10 @@ async fn admit(
 ) -> Result<Response, ApiError> {
     let mut response = match proxy {
         Some(proxy) => {
+            let peer = peer_of(&parts)?.ip();
             let forwarded = Forwarded {
-                peer: peer_of(&parts)?.ip(),
-                trusted: state.client_ip.is_trusted(peer_of(&parts)?.ip()),
+                peer,
+                trusted: state.client_ip.is_trusted(peer),
             };
             let started = Instant::now();
             let result = proxy.forward(parts, body, &forwarded).await;
