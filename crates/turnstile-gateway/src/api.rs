@@ -95,6 +95,12 @@ impl Route {
         matches!(self, Self::Healthz | Self::Readyz | Self::Metrics)
     }
 
+    /// Reads a JSON body: it takes its place among the requests in flight only once the body
+    /// is in, so a client stalling mid-body holds none (see [`Edge`](crate::Edge)).
+    pub const fn reads_body(self) -> bool {
+        matches!(self, Self::Check | Self::RateLimit)
+    }
+
     /// Its position in [`Route::ALL`] (an index into per-route metric series).
     pub const fn index(self) -> usize {
         self as usize

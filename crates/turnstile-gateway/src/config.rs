@@ -55,6 +55,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// Longest a JSON API body may take to arrive (then 408). Bodies are read before a
+    /// request takes one of `max_concurrent_requests`, so a stalled body holds none.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Also send the older `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` headers.
     pub legacy_ratelimit_headers: bool,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed. Default: nobody.
@@ -361,6 +365,7 @@ impl Default for Config {
             simulated_work: backend.simulated_work,
             shutdown_grace: Duration::from_secs(10),
             body_limit_bytes: 4096,
+            body_read_timeout: Duration::from_secs(2),
             legacy_ratelimit_headers: false,
             trusted_proxies: Vec::new(),
             ipv6_prefix_len: 64,
@@ -585,6 +590,9 @@ impl Config {
         }
         if self.ipv6_prefix_len == 0 || self.ipv6_prefix_len > 128 {
             return Err(invalid("ipv6_prefix_len", "must be between 1 and 128"));
+        }
+        if self.body_read_timeout.is_zero() {
+            return Err(invalid("body_read_timeout", "must be greater than zero"));
         }
         if self.request_timeout.is_zero() {
             return Err(invalid("request_timeout", "must be greater than zero"));

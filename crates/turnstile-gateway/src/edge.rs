@@ -1,7 +1,9 @@
 //! What every request meets before the router: it is timed into
 //! `turnstile_http_request_duration_seconds`, and on the rate-limited routes it is shed when
 //! `max_concurrent_requests` are already in flight (503, a `shed` drop) and cut off at
-//! `request_timeout` (503, a `timeout` drop). The operational endpoints are neither limited
+//! `request_timeout` (503, a `timeout` drop). Routes that read a JSON body take their place
+//! only once the body is in (`Slot::take_after_body`), so clients that stall mid-body cannot
+//! use up `max_concurrent_requests`. The operational endpoints are neither limited
 //! nor cut off, so health checks and scrapes still answer when the gateway is saturated.
 //!
 //! # Why by hand
@@ -18,7 +20,8 @@
 //! # Invariants
 //!
 //! - At most `max_concurrent_requests` rate-limited requests are in flight (0: no limit), and a
-//!   request is shed only when that many are. A slot is held by the request's future and given
+//!   request is shed only when that many are. A request still sending its JSON body is not in
+//!   flight: it holds a connection, bounded by `body_read_timeout`, not a slot. A slot is held by the request's future and given
 //!   back when it is dropped, whether it completed, timed out, or the client went away.
 //! - Every request is timed and counted once, by the route it asked for, whatever answered it;
 //!   a client-chosen path is never a label (see [`Route::of_path`]).
@@ -74,6 +77,13 @@ where
                 inner: self.inner.call(request),
             };
             (stage, Slot::none(state))
+        } else if route.reads_body() {
+            // The handler takes its slot once the body is in (`Slot::take_after_body`).
+            let stage = Stage::Limited {
+                inner: self.inner.call(request),
+                deadline: tokio::time::sleep(state.request_timeout),
+            };
+            (stage, Slot::none(state))
         } else {
             match Slot::take(state) {
                 Ok(slot) => {
@@ -99,7 +109,7 @@ where
 }
 
 /// A place among the in-flight rate-limited requests, given back on drop.
-struct Slot {
+pub(crate) struct Slot {
     state: Arc<AppState>,
     held: bool,
 }
@@ -128,6 +138,18 @@ impl Slot {
         } else {
             Err(state)
         }
+    }
+}
+
+impl Slot {
+    /// A place for a request whose body has been read, or the `shed` error (counted).
+    pub(crate) fn take_after_body(state: &Arc<AppState>) -> Result<Self, ApiError> {
+        Self::take(Arc::clone(state)).map_err(|state| {
+            state
+                .metrics
+                .record_drop(state.backend_kind(), ApiError::Shed.code());
+            ApiError::Shed
+        })
     }
 }
 

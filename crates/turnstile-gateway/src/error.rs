@@ -58,6 +58,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The body did not arrive within `body_read_timeout`.
+    #[error("the request body did not arrive within {}ms", .timeout.as_millis())]
+    BodyReadTimeout {
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
     /// The body could not be read.
     #[error("request body could not be read: {0}")]
     UnreadableBody(String),
@@ -188,6 +194,7 @@ impl ApiError {
             | Self::CostExceedsBurst { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Dropped(_) | Self::Shed | Self::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::SwitchRefused(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -211,6 +218,7 @@ impl ApiError {
             Self::InvalidField(_) => "invalid_field",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyReadTimeout { .. } => "body_read_timeout",
             Self::UnreadableBody(_) => "unreadable_body",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::EmptyKey => "empty_key",

@@ -1,5 +1,6 @@
 //! Reading JSON request bodies, one way for every route: the content type is checked before
-//! the body is read (415), the body is read up to `body_limit_bytes` (413), then parsed with
+//! the body is read (415), the body is read up to `body_limit_bytes` (413) within
+//! `body_read_timeout` (408: a client that stalls mid-body is cut off), then parsed with
 //! serde (400 for broken JSON, 422 for a wrong, missing or unknown field), each as an
 //! [`ApiError`] naming the problem.
 //!
@@ -27,29 +28,35 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for AppJson<T> {
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        let bytes = read_json(&parts.headers, body, state.body_limit_bytes).await?;
+        let bytes = read_json(&parts.headers, body, state).await?;
         parse_json(&bytes).map(AppJson)
     }
 }
 
-/// The body's bytes, if the content type is JSON and the body within `limit`.
+/// The body's bytes, if the content type is JSON and the body within `body_limit_bytes`,
+/// arrived within `body_read_timeout`.
 pub(crate) async fn read_json(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    state: &AppState,
 ) -> Result<Bytes, ApiError> {
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    let limit = state.body_limit_bytes;
+    let timeout = state.body_read_timeout;
     // The limit is applied here rather than by a `DefaultBodyLimit` layer: a router-wide
     // layer costs every request (most read no body) a boxed service.
-    let collected = Limited::new(body, limit).collect().await.map_err(|error| {
-        if error.is::<LengthLimitError>() {
-            ApiError::BodyTooLarge { limit }
-        } else {
-            ApiError::UnreadableBody(error.to_string())
-        }
-    })?;
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyReadTimeout { timeout })?
+        .map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::UnreadableBody(error.to_string())
+            }
+        })?;
     Ok(collected.to_bytes())
 }
 

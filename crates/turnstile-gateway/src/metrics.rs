@@ -69,10 +69,16 @@ pub(crate) struct RouteCounters {
     pub(crate) shadow_denied: IntCounter,
     /// Matched a rule with no limit that applied (none written, or every one skipped).
     pub(crate) unlimited: IntCounter,
+    pub(crate) upstream: UpstreamCounters,
+}
+
+/// The upstream's answers to one request rule's forwarded requests (rule `""`: those no rule
+/// matched).
+pub(crate) struct UpstreamCounters {
     /// Time to the upstream's response headers, by status class.
-    pub(crate) upstream: [Histogram; 5],
+    pub(crate) responses: [Histogram; 5],
     /// By [`UpstreamError`].
-    pub(crate) upstream_errors: [IntCounter; 4],
+    pub(crate) errors: [IntCounter; 4],
 }
 
 /// Why a proxied request got no response from the upstream.
@@ -437,9 +443,16 @@ impl Metrics {
             denied: decision("denied"),
             shadow_denied: decision("shadow_denied"),
             unlimited: decision("unlimited"),
-            upstream: STATUS_CLASSES
+            upstream: self.upstream_counters(rule),
+        }
+    }
+
+    /// The upstream counters of one request rule (`""`: requests no rule matched).
+    pub(crate) fn upstream_counters(&self, rule: &str) -> UpstreamCounters {
+        UpstreamCounters {
+            responses: STATUS_CLASSES
                 .map(|class| self.upstream_duration.with_label_values(&[rule, class])),
-            upstream_errors: UpstreamError::LABELS
+            errors: UpstreamError::LABELS
                 .map(|reason| self.upstream_errors.with_label_values(&[rule, reason])),
         }
     }

@@ -39,13 +39,15 @@ use turnstile_rules::{KeyBuilder, RuleKey};
 use crate::client_ip::ClientKey;
 use crate::config::{ConfigError, LimitConfig, OnMissing, RouteConfig};
 use crate::error::ApiError;
-use crate::metrics::{Metrics, RouteCounters};
+use crate::metrics::{Metrics, RouteCounters, UpstreamCounters};
 
 /// The rules of one route (the gateway route, or forward-auth), in order.
 pub(crate) struct RouteTable {
     rules: Vec<RouteRule>,
     /// Rule-less requests are admitted and counted here.
     pub(crate) unmatched: prometheus::IntCounter,
+    /// And their upstream's answers here (rule `""`).
+    pub(crate) unmatched_upstream: UpstreamCounters,
 }
 
 /// One rule.
@@ -251,6 +253,7 @@ impl RouteTable {
         Ok(Self {
             rules,
             unmatched: metrics.route_unmatched(),
+            unmatched_upstream: metrics.upstream_counters(""),
         })
     }
 
@@ -271,6 +274,7 @@ impl RouteTable {
                 shadow: false,
             }],
             unmatched: metrics.route_unmatched(),
+            unmatched_upstream: metrics.upstream_counters(""),
         }
     }
 

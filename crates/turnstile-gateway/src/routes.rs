@@ -23,10 +23,10 @@ use crate::config::FailureMode;
 use crate::edge::Edge;
 use crate::error::{ApiError, method_not_allowed};
 use crate::extract::{parse_json, read_json};
-use crate::metrics::{CheckOutcome, Metrics};
+use crate::metrics::{CheckOutcome, Metrics, UpstreamCounters};
 use crate::policies::NamedPolicy;
 use crate::proxy::{Forwarded, Proxy};
-use crate::request_rules::{self, LimitKey, RequestView, RouteRule};
+use crate::request_rules::{self, LimitKey, RequestView};
 use crate::state::AppState;
 
 /// The gateway's HTTP service: the router behind [`Edge`] (timing, shedding, request timeout).
@@ -154,7 +154,9 @@ pub(crate) async fn check(
     // Taken apart rather than extracted: a `HeaderMap` extractor would copy every header,
     // and the body is parsed borrowing from its bytes (no copy of the key).
     let (parts, body) = request.into_parts();
-    let body = read_json(&parts.headers, body, state.body_limit_bytes).await?;
+    let body = read_json(&parts.headers, body, &state).await?;
+    // Only now, with the whole body here, does the request take a place among those in flight.
+    let _in_flight = crate::edge::Slot::take_after_body(&state)?;
     let request: CheckRequest<'_> = parse_json(&body)?;
     if request.key.is_empty() {
         return Err(ApiError::EmptyKey);
@@ -305,7 +307,7 @@ async fn limit_client_inner(
             state,
             route,
             proxy.as_deref(),
-            None,
+            &table.unmatched_upstream,
             parts,
             body,
             Verdict::default(),
@@ -360,7 +362,7 @@ async fn limit_client_inner(
         state,
         route,
         proxy.as_deref(),
-        Some(rule),
+        &rule.counters.upstream,
         parts,
         body,
         verdict,
@@ -419,7 +421,7 @@ async fn admit(
     state: &AppState,
     route: ClientRoute,
     proxy: Option<&Proxy>,
-    rule: Option<&RouteRule>,
+    upstream: &UpstreamCounters,
     parts: Parts,
     body: axum::body::Body,
     verdict: Verdict<'_>,
@@ -433,22 +435,17 @@ async fn admit(
             };
             let started = Instant::now();
             let result = proxy.forward(parts, body, &forwarded).await;
-            let counters = rule.map(|rule| &rule.counters);
             match result {
                 Ok(response) => {
-                    if let Some(counters) = counters {
-                        let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
-                        counters.upstream[class].observe(started.elapsed().as_secs_f64());
-                    }
+                    let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
+                    upstream.responses[class].observe(started.elapsed().as_secs_f64());
                     if !proxy.ratelimit_headers {
                         return Ok(with_dropped(response, verdict.dropped.as_ref()));
                     }
                     response
                 }
                 Err((reason, error)) => {
-                    if let Some(counters) = counters {
-                        counters.upstream_errors[reason as usize].inc();
-                    }
+                    upstream.errors[reason as usize].inc();
                     tracing::debug!(reason = reason.label(), "upstream gave no response");
                     return Err(error);
                 }

@@ -90,6 +90,7 @@ pub struct AppState {
     pub(crate) forward_auth_deny_status: StatusCode,
     pub(crate) legacy_ratelimit_headers: bool,
     pub(crate) body_limit_bytes: usize,
+    pub(crate) body_read_timeout: Duration,
     pub(crate) max_concurrent_requests: usize,
     /// Rate-limited requests in flight now, against `max_concurrent_requests` (see
     /// [`Edge`](crate::Edge)).
@@ -147,6 +148,7 @@ impl AppState {
                 .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
             legacy_ratelimit_headers: config.legacy_ratelimit_headers,
             body_limit_bytes: config.body_limit_bytes,
+            body_read_timeout: config.body_read_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
             in_flight: AtomicUsize::new(0),
             request_timeout: config.request_timeout,

@@ -137,9 +137,11 @@ pub(crate) async fn rate_limit(State(state): State<Arc<AppState>>, request: Requ
     }
 }
 
-async fn answer(state: &AppState, request: Request) -> Result<(RlsCode, Response), ApiError> {
+async fn answer(state: &Arc<AppState>, request: Request) -> Result<(RlsCode, Response), ApiError> {
     let (parts, body) = request.into_parts();
-    let body = read_json(&parts.headers, body, state.body_limit_bytes).await?;
+    let body = read_json(&parts.headers, body, state).await?;
+    // Only now, with the whole body here, does the request take a place among those in flight.
+    let _in_flight = crate::edge::Slot::take_after_body(state)?;
     let request: RateLimitRequest<'_> = parse_json(&body)?;
     let answer = should_rate_limit(state, &request).await?;
     let (code, status) = if answer.over_limit {
