@@ -75,6 +75,13 @@ pub struct Config {
     /// Requests in flight at most on the rate-limited routes; beyond, they are shed (503,
     /// counted as `shed`). 0: no limit.
     pub max_concurrent_requests: usize,
+    /// Longest a connection waits for a request's headers, the first or the next one on a
+    /// kept-alive connection, before it is closed (slowloris, idle keep-alive).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections open at most on the main listener (fewer if the open-file limit is lower);
+    /// beyond it the one idle longest is closed to make room, or the new one if none is idle.
+    pub max_connections: usize,
     /// Longest a request on a rate-limited route may take (503, counted as `timeout`).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -376,6 +383,8 @@ impl Default for Config {
             supervision: Supervision::from(&backend.supervisor),
             max_concurrent_requests: 4096,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             admin_listen: None,
             admin_token: None,
             gateway: GatewayRoute {
@@ -590,6 +599,12 @@ impl Config {
         }
         if self.ipv6_prefix_len == 0 || self.ipv6_prefix_len > 128 {
             return Err(invalid("ipv6_prefix_len", "must be between 1 and 128"));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(invalid("header_read_timeout", "must be greater than zero"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
         }
         if self.body_read_timeout.is_zero() {
             return Err(invalid("body_read_timeout", "must be greater than zero"));

@@ -13,6 +13,7 @@
 //! - `routes`: [`app`] and [`admin_app`], the routers built from [`api::Route`], and the
 //!   public handlers; `admin`: the admin listener's handlers (fault injection, supervision
 //!   state, backend switch).
+//! - `listener`: the main listener's accept loop (header-read timeout, connection cap).
 //! - `edge`: what every request meets before the router.
 //! - `extract`: reading JSON bodies ([`ApiError`] as the one rejection).
 //! - [`config`]: layered configuration (defaults < TOML < `TURNSTILE_*` < CLI) and validation;
@@ -55,6 +56,7 @@ mod client_ip;
 mod edge;
 mod extract;
 mod headers;
+mod listener;
 mod policies;
 mod proxy;
 mod reload;

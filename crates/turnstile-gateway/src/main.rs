@@ -69,7 +69,18 @@ async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     application.state().set_config_source(source);
     application.start_reloading();
     // Handlers first, then the announcement: a signal sent once we say we listen is honoured.
-    let shutdown = shutdown_signal();
+    let first_signal = shutdown_signal();
+    let shutdown = async move {
+        first_signal.await;
+        // A second signal during the drain means "now", as for most servers: an operator
+        // should not have to wait out `shutdown_grace` for a request that will never finish.
+        let second_signal = shutdown_signal();
+        tokio::spawn(async move {
+            second_signal.await;
+            tracing::warn!("second shutdown signal: exiting without finishing the drain");
+            std::process::exit(1);
+        });
+    };
     if let Some(admin) = application.admin_addr() {
         tracing::warn!(address = %admin, "admin listener enabled (fault injection)");
     }

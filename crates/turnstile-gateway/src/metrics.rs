@@ -103,6 +103,9 @@ impl UpstreamError {
     }
 }
 
+/// The `action` label values of `turnstile_http_connections_shed_total`.
+const CONNECTION_SHED_ACTIONS: [&str; 2] = ["closed_idle", "refused"];
+
 const ROUTE_DECISIONS: [&str; 5] = [
     "allowed",
     "denied",
@@ -169,6 +172,8 @@ pub struct Metrics {
     rules_loaded: prometheus::IntGauge,
     config_reloads: IntCounterVec,
     route_decisions: IntCounterVec,
+    open_connections: prometheus::IntGauge,
+    connections_shed: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
 }
@@ -260,7 +265,19 @@ impl Metrics {
             &["rule", "status_class"],
         )?;
         registry.register(Box::new(upstream_duration.clone()))?;
+        let open_connections = prometheus::IntGauge::new(
+            "turnstile_http_connections",
+            "Connections open on the main listener.",
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
         let metrics = Self {
+            open_connections,
+            connections_shed: counter(
+                &registry,
+                "turnstile_http_connections_shed_total",
+                "Connections shed at max_connections, by action (closed_idle: the one idle longest was closed to make room; refused: none was idle, the new one was closed).",
+                &["action"],
+            )?,
             route_decisions: counter(
                 &registry,
                 "turnstile_route_decisions_total",
@@ -418,6 +435,9 @@ impl Metrics {
         for result in ["ok", "error"] {
             self.config_reloads.with_label_values(&[result]);
         }
+        for action in CONNECTION_SHED_ACTIONS {
+            self.connections_shed.with_label_values(&[action]);
+        }
         // The RLS call counters were resolved (so created at 0) in `new`.
     }
 
@@ -455,6 +475,26 @@ impl Metrics {
             errors: UpstreamError::LABELS
                 .map(|reason| self.upstream_errors.with_label_values(&[rule, reason])),
         }
+    }
+
+    /// Counts a connection shed at `max_connections` (`closed_idle` or `refused`).
+    pub(crate) fn record_connection_shed(&self, action: &'static str) {
+        self.connections_shed.with_label_values(&[action]).inc();
+    }
+
+    pub(crate) fn set_open_connections(&self, open: usize) {
+        self.open_connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Connections open on the main listener now.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.get()
+    }
+
+    /// Connections shed at `max_connections` with `action` so far.
+    pub fn connections_shed_total(&self, action: &str) -> u64 {
+        self.connections_shed.with_label_values(&[action]).get()
     }
 
     /// The counter of requests no request rule matched.

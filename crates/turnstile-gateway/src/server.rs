@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use turnstile_core::{Clock, MonotonicClock};
 
 use crate::config::Config;
 use crate::error::StartError;
+use crate::listener::ConnectionLimits;
 use crate::reload::Reloader;
 use crate::routes::{admin_app, app};
 use crate::state::AppState;
@@ -32,6 +32,8 @@ pub struct Application {
     reloader: Option<Reloader>,
     state: Arc<AppState>,
     shutdown_grace: Duration,
+    /// The main listener's header-read timeout and connection cap.
+    limits: ConnectionLimits,
 }
 
 impl Application {
@@ -67,6 +69,10 @@ impl Application {
             reloader: None,
             state,
             shutdown_grace: config.shutdown_grace,
+            limits: ConnectionLimits {
+                header_read_timeout: config.header_read_timeout,
+                max_connections: crate::listener::connection_cap(config.max_connections),
+            },
         })
     }
 
@@ -143,22 +149,20 @@ impl Application {
             .reloader
             .unwrap_or_else(|| Reloader::start(Arc::clone(&self.state)));
         tokio::spawn(reloader.run(stopping.clone()));
-        let service =
-            app(Arc::clone(&self.state)).into_make_service_with_connect_info::<SocketAddr>();
-        // Answers go out at once: a small response held back by Nagle's algorithm behind the
-        // previous one's delayed ACK costs a keep-alive client (or a proxy) 40 ms.
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, service)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        let serve = crate::listener::serve(
+            self.listener,
+            app(Arc::clone(&self.state)),
+            self.limits,
+            Arc::clone(&self.state.metrics),
+            stopping.clone(),
+        );
         let grace = self.shutdown_grace;
         let grace_expired = async move {
             stopping.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            result = serve => result?,
+            () = serve => {}
             () = grace_expired => {
                 tracing::warn!(?grace, "grace period over: abandoning requests still in flight");
             }

@@ -204,6 +204,81 @@ fn the_binary_drains_and_exits_cleanly_on_sigterm() {
     assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
 }
 
+#[cfg(unix)]
+#[test]
+fn a_second_sigterm_during_the_drain_exits_at_once() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TURNSTILE_LOG", "info")
+        .env("TURNSTILE_SHUTDOWN_GRACE", "120s")
+        .env("TURNSTILE_BODY_READ_TIMEOUT", "120s")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("turnstile listening"))
+        .expect("the gateway logs that it listens");
+    let address = listening
+        .split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the address in the listening line")
+        .to_owned();
+    // A request that will not finish within the grace: its body never arrives.
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    stalled
+        .write_all(b"POST /v1/check HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{")
+        .unwrap();
+    let term = || {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    };
+    // Wait for the request to be under way (a check answered on another connection orders it).
+    let _ = std::net::TcpStream::connect(&address)
+        .and_then(|mut other| {
+            other.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")?;
+            std::io::Read::read_to_end(&mut other, &mut Vec::new())
+        })
+        .unwrap();
+    term();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("draining")),
+        "the first signal starts the drain"
+    );
+    term();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("waits") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second signal did not end the 120 s drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(1), "{exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("second shutdown signal")),
+        "{rest:?}"
+    );
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn the_admin_listener_injects_faults_on_a_running_gateway() {
     let app = spawn_app(Config {

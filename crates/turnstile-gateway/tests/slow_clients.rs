@@ -81,3 +81,177 @@ async fn stalled_bodies_hold_no_slot_and_are_cut_off_at_the_body_read_timeout() 
     assert_eq!(gateway.state.requests_in_flight(), 0);
     gateway.state.backend().shutdown().await;
 }
+
+// ---- On real sockets: the header-read timeout and the connection cap. ----
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turnstile_gateway::testing::{RunningGateway, on_loopback, spawn};
+
+/// The longest any test here waits for the gateway to act: a bound on a hang, not a timing.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Whether the gateway closes `stream` (EOF or reset) within [`PATIENCE`], whatever it sends
+/// first.
+async fn closed_by_gateway(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0_u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read).await.is_ok()
+}
+
+fn gateway(config: Config) -> RunningGateway {
+    spawn(on_loopback(config)).expect("the gateway starts")
+}
+
+async fn wait_for_open_connections(gateway: &RunningGateway, open: i64) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while gateway.state().metrics().open_connections() != open {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {open} open connections (now {})",
+            gateway.state().metrics().open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn get_healthz(address: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_headers_and_idle_keep_alive_are_closed_after_the_header_read_timeout() {
+    let gateway = gateway(Config {
+        header_read_timeout: Duration::from_millis(300),
+        ..small_config()
+    });
+    // Slowloris: headers begun, never finished.
+    let mut slowloris = TcpStream::connect(gateway.address).await.unwrap();
+    slowloris
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-slow: 1\r\n")
+        .await
+        .unwrap();
+    // Idle keep-alive: one request answered, then nothing.
+    let mut idle = TcpStream::connect(gateway.address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0_u8; 16];
+    idle.read_exact(&mut first).await.unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        closed_by_gateway(&mut slowloris).await,
+        "the half-sent request was never closed"
+    );
+    assert!(
+        closed_by_gateway(&mut idle).await,
+        "the idle connection was never closed"
+    );
+    wait_for_open_connections(&gateway, 0).await;
+    gateway.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_connections_the_longest_idle_connection_makes_room() {
+    let gateway = gateway(Config {
+        max_connections: 3,
+        header_read_timeout: Duration::from_secs(60),
+        body_read_timeout: Duration::from_secs(60),
+        ..small_config()
+    });
+    // Three idle connections, the first the longest idle.
+    let mut idle = Vec::new();
+    for open in 1..=3 {
+        idle.push(TcpStream::connect(gateway.address).await.unwrap());
+        wait_for_open_connections(&gateway, open).await;
+    }
+    // A new client is served: the longest idle connection is closed for it.
+    assert!(
+        get_healthz(gateway.address)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        closed_by_gateway(&mut idle[0]).await,
+        "the longest idle was not closed"
+    );
+    let metrics = gateway.state().metrics();
+    assert_eq!(metrics.connections_shed_total("closed_idle"), 1);
+    drop(idle);
+    wait_for_open_connections(&gateway, 0).await;
+
+    gateway.stop().unwrap();
+}
+
+#[test]
+fn under_a_low_open_file_limit_many_idle_connections_do_not_lock_new_clients_out() {
+    // The binary under `prlimit --nofile=128`: the cap fits under the limit (128 - 64 reserved),
+    // so 200 idle connections cannot use every descriptor, and a new client is served.
+    let Ok(prlimit) = which("prlimit") else {
+        panic!("prlimit (util-linux) is needed for this test");
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = std::process::Command::new(prlimit)
+        .args(["--nofile=128:128", "--"])
+        .arg(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["--listen", &address.to_string()])
+        .env("TURNSTILE_HEADER_READ_TIMEOUT", "60s")
+        // The log goes to stdout.
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(address).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(address).await.unwrap());
+        }
+        assert!(get_healthz(address).await.starts_with("HTTP/1.1 200"));
+        drop(idle);
+    });
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("capping connections lower"), "{log}");
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
+}
