@@ -30,6 +30,31 @@ use crate::error::StartError;
 use crate::routes::{GatewayService, admin_app, app};
 use crate::{AppState, Application, Config};
 
+/// A child process (a `turnstile` binary a test started) killed and reaped when dropped, so a
+/// failing assertion never leaves it running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// `config` listening on loopback ports the OS picks, with the admin listener and Envoy's
 /// rate limit service (gRPC) on too.
 pub fn on_loopback(config: Config) -> Config {

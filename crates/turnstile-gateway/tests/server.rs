@@ -210,7 +210,7 @@ fn a_second_sigterm_during_the_drain_exits_at_once() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+    let child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
         .args(["--listen", "127.0.0.1:0"])
         .env("TURNSTILE_LOG", "info")
         .env("TURNSTILE_SHUTDOWN_GRACE", "120s")
@@ -218,6 +218,8 @@ fn a_second_sigterm_during_the_drain_exits_at_once() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("starts");
+    // Killed even when an assertion below fails.
+    let mut child = turnstile_gateway::testing::KillOnDrop(child);
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let listening = lines
         .by_ref()

@@ -215,7 +215,7 @@ fn under_a_low_open_file_limit_many_idle_connections_do_not_lock_new_clients_out
         .unwrap()
         .port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = std::process::Command::new(prlimit)
+    let child = std::process::Command::new(prlimit)
         .args(["--nofile=128:128", "--"])
         .arg(env!("CARGO_BIN_EXE_turnstile"))
         .args(["--listen", &address.to_string()])
@@ -225,6 +225,8 @@ fn under_a_low_open_file_limit_many_idle_connections_do_not_lock_new_clients_out
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Killed even when an assertion below fails.
+    let mut child = turnstile_gateway::testing::KillOnDrop(child);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let deadline = std::time::Instant::now() + PATIENCE;
@@ -243,8 +245,8 @@ fn under_a_low_open_file_limit_many_idle_connections_do_not_lock_new_clients_out
         drop(idle);
     });
     let _ = child.kill();
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut log).unwrap();
     assert!(log.contains("capping connections lower"), "{log}");
 }
 
