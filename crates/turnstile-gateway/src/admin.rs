@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use turnstile_backend::{BackendKind, KillError, KillTarget};
 
 use crate::api::admin::{self as paths, PoisonRequest, SlowRequest, SwitchRequest};
@@ -57,12 +58,25 @@ async fn require_token(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        if presented != Some(token.expose()) {
+            .and_then(bearer_token);
+        // Compared in constant time: how long a wrong guess takes says nothing of the token.
+        let authorized = presented.is_some_and(|presented| {
+            bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
+        });
+        if !authorized {
             return ApiError::Unauthorized.into_response();
         }
     }
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 async fn supervision(State(state): State<Arc<AppState>>) -> Response {

@@ -454,6 +454,11 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 }
 
 impl Config {
+    /// The most actors the sharded backend may run.
+    pub const MAX_SHARDS: usize = 4096;
+    /// The most check-pool workers.
+    pub const MAX_POOL_SIZE: usize = 4096;
+
     /// Loads the layered configuration: defaults, then `file` (if given), then `TURNSTILE_*`
     /// environment variables, then `overrides` (the command line), and validates it.
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
@@ -599,6 +604,19 @@ impl Config {
         }
         if self.ipv6_prefix_len == 0 || self.ipv6_prefix_len > 128 {
             return Err(invalid("ipv6_prefix_len", "must be between 1 and 128"));
+        }
+        // Both are allocated up front (actors and their tables; pool workers): a typo of a few
+        // zeros must be a clear error, not an allocation failure or minutes of start-up.
+        for (field, value, max) in [
+            ("shards", self.shards, Self::MAX_SHARDS),
+            ("pool_size", self.pool_size, Self::MAX_POOL_SIZE),
+        ] {
+            if value > max {
+                return Err(invalid(
+                    field,
+                    format!("{value} is over the maximum of {max}"),
+                ));
+            }
         }
         if self.header_read_timeout.is_zero() {
             return Err(invalid("header_read_timeout", "must be greater than zero"));

@@ -271,6 +271,13 @@ impl IntoResponse for ApiError {
             retry_after_ms: None,
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
+        if let Self::Unauthorized = self {
+            // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"turnstile-admin\""),
+            );
+        }
         if let Self::Dropped(_) | Self::Shed | Self::RequestTimeout = self {
             response
                 .headers_mut()

@@ -60,8 +60,19 @@ pub(crate) async fn read_json(
     Ok(collected.to_bytes())
 }
 
-/// `bytes` as a `T`: 400 if it is not JSON, 422 if it is but does not fit `T`.
+/// `bytes` as a `T`: 400 if it is not JSON, 422 if it is but does not fit `T`. Every body is
+/// a JSON object: serde would also read a struct from an array of its fields in order
+/// (`["user-42","default",1]`), which no client means.
 pub(crate) fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::InvalidField("the body must be a JSON object".into()),
+                Err(error) => ApiError::InvalidJson(error.to_string()),
+            },
+        );
+    }
     serde_json::from_slice(bytes).map_err(|error| {
         if error.is_data() {
             ApiError::InvalidField(error.to_string())

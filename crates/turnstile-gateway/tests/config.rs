@@ -159,6 +159,30 @@ fn a_bad_enum_value_names_the_field_and_the_valid_values() {
 }
 
 #[test]
+fn sizes_allocated_up_front_are_bounded() {
+    Jail::expect_with(|jail| {
+        for (variable, field, max) in [
+            ("TURNSTILE_SHARDS", "shards", Config::MAX_SHARDS),
+            ("TURNSTILE_POOL_SIZE", "pool_size", Config::MAX_POOL_SIZE),
+        ] {
+            jail.set_env(variable, "100000000");
+            let message = error_text(Config::load(None, &no_flags()));
+            assert!(
+                message.contains(field) && message.contains(&format!("maximum of {max}")),
+                "{message}"
+            );
+            jail.set_env(variable, max.to_string());
+            assert!(
+                Config::load(None, &no_flags()).is_ok(),
+                "{field} = {max} is allowed"
+            );
+            jail.set_env(variable, "1");
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn wrong_types_and_unknown_keys_name_the_field() {
     Jail::expect_with(|jail| {
         jail.create_file("a.toml", "shards = \"many\"")?;

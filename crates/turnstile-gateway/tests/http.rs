@@ -184,6 +184,23 @@ async fn every_kind_of_bad_input_gets_a_4xx_naming_the_problem() {
     gw.send(post("not json"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    // Not JSON, though it starts like a number.
+    gw.send(post("9}"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_json");
+    // JSON, but not an object: never read as the fields in order.
+    for not_an_object in [r#"["user-42","default",1]"#, "9", r#""alice""#, "null"] {
+        let message = gw
+            .send(post(not_an_object))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+        assert!(message.contains("must be a JSON object"), "{message}");
+    }
+    assert_eq!(
+        gw.state.metrics().checks_total(BackendKind::Actor),
+        0,
+        "no bad body reached the backend"
+    );
 
     let message = gw
         .send(post(r#"{"key": 42}"#))

@@ -527,6 +527,28 @@ async fn the_admin_api_validates_input_and_can_require_a_token() {
     let gw = TestGateway::new(config);
     let unauthorized = gw.admin(get("/admin/supervision")).await;
     unauthorized.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(
+        unauthorized.header("www-authenticate"),
+        Some(r#"Bearer realm="turnstile-admin""#)
+    );
+    for (presented, status) in [
+        ("bearer s3cret", StatusCode::OK),
+        ("BEARER s3cret", StatusCode::OK),
+        ("Bearer s3cre", StatusCode::UNAUTHORIZED),
+        ("Bearer s3cretx", StatusCode::UNAUTHORIZED),
+        ("Basic s3cret", StatusCode::UNAUTHORIZED),
+        ("s3cret", StatusCode::UNAUTHORIZED),
+    ] {
+        let answer = gw
+            .admin(
+                Request::get("/admin/supervision")
+                    .header("authorization", presented)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(answer.status, status, "{presented}");
+    }
     let with_token = |request: axum::http::request::Builder| {
         request
             .header("authorization", "Bearer s3cret")
