@@ -16,8 +16,10 @@ use turnstile_load::scenario::Scenario;
 
 /// A gateway on the redis backend: `scarce` and `scarce_too` (50 per hour: nothing refills
 /// during a test, so exactly 50 are ever admitted per key and policy) and `closed` (fails
-/// closed).
-fn gateway_config(redis_url: &str) -> String {
+/// closed). `timeout` bounds each Redis wait: short where an outage is the point, generous
+/// where exactness is (a check that timed out may still have been counted by Redis, and a
+/// busy machine must not turn that into a wrong total).
+fn gateway_config(redis_url: &str, timeout: &str) -> String {
     format!(
         r#"
 backend = "redis"
@@ -25,9 +27,9 @@ redis_url = "{redis_url}"
 max_concurrent_requests = 0
 
 [redis]
-command_timeout = "300ms"
-wait_timeout = "300ms"
-connect_timeout = "300ms"
+command_timeout = "{timeout}"
+wait_timeout = "{timeout}"
+connect_timeout = "{timeout}"
 
 [policies.default]
 limit = 1000
@@ -63,7 +65,7 @@ async fn three_replicas_sharing_one_redis_admit_exactly_the_global_limit() {
     let Some(redis) = RedisServer::start(dir.path()).await else {
         return;
     };
-    let config = gateway_config(&redis.url());
+    let config = gateway_config(&redis.url(), "10s");
     let mut gateways = Vec::new();
     for _replica in ["a", "b", "c"] {
         gateways.push(start_gateway(&config));
@@ -162,7 +164,7 @@ async fn a_redis_outage_is_answered_per_the_failure_mode_and_recovered_without_a
     let Some(mut redis) = RedisServer::start(dir.path()).await else {
         return;
     };
-    let gateway = start_gateway(&gateway_config(&redis.url()));
+    let gateway = start_gateway(&gateway_config(&redis.url(), "300ms"));
     let metrics = std::sync::Arc::clone(gateway.state());
     let client = http_client();
     wait_until(

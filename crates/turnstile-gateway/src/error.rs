@@ -30,9 +30,11 @@ pub enum StartError {
     /// The thread or runtime an in-process gateway runs on could not be started.
     #[error("cannot start the gateway's runtime: {0}")]
     Runtime(String),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    /// A listen address could not be bound.
+    #[error("`{setting}`: cannot listen on {address}: {source}")]
     Bind {
+        /// The setting naming the listener (`listen`, `admin_listen`, `rls.listen`).
+        setting: &'static str,
         /// The address.
         address: std::net::SocketAddr,
         /// Why.

@@ -53,7 +53,10 @@ fn main() -> ExitCode {
             eprintln!("turnstile: {error:#}");
             // A configuration or rule file to fix is exit 2, as a bad flag is.
             match error.downcast_ref::<StartError>() {
-                Some(StartError::Config(_) | StartError::Rules(_)) => ExitCode::from(2),
+                // An address in use or not ours is a setting to fix too.
+                Some(StartError::Config(_) | StartError::Rules(_) | StartError::Bind { .. }) => {
+                    ExitCode::from(2)
+                }
                 _ => ExitCode::FAILURE,
             }
         }

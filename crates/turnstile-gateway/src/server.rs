@@ -48,18 +48,22 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let state = AppState::new(&config, clock)?;
-        let bind = |address: SocketAddr| async move {
+        let bind = |setting: &'static str, address: SocketAddr| async move {
             TcpListener::bind(address)
                 .await
-                .map_err(|source| StartError::Bind { address, source })
+                .map_err(|source| StartError::Bind {
+                    setting,
+                    address,
+                    source,
+                })
         };
-        let listener = bind(config.listen).await?;
+        let listener = bind("listen", config.listen).await?;
         let admin_listener = match config.admin_listen {
-            Some(address) => Some(bind(address).await?),
+            Some(address) => Some(bind("admin_listen", address).await?),
             None => None,
         };
         let rls_listener = match config.rls.listen {
-            Some(address) => Some(bind(address).await?),
+            Some(address) => Some(bind("rls.listen", address).await?),
             None => None,
         };
         Ok(Self {

@@ -143,6 +143,24 @@ fn the_binary_exits_with_a_message_naming_the_bad_field() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+
+    // An address in use is a setting to fix: exit 2, naming which listener.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let free_address = free.local_addr().expect("its address").to_string();
+    drop(free);
+    let output = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+        .args(["--listen", &free_address, "--rls-listen", &address])
+        .env_remove("TURNSTILE_CONFIG")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`rls.listen`") && stderr.contains(&address),
+        "{stderr}"
+    );
 }
 
 #[test]
