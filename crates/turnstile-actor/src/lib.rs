@@ -98,8 +98,9 @@ struct Envelope<A: Actor> {
 pub struct ActorRef<A: Actor> {
     mailbox: MailboxSender<Envelope<A>>,
     call_timeout: Duration,
-    /// Messages sent but not yet taken by the actor; shared with the actor's task, which
-    /// decrements it. Exported as the mailbox-depth metric.
+    /// Messages in the mailbox, not yet taken by the actor (senders waiting for room are not
+    /// counted); shared with the actor's task, which decrements it. Exported as the
+    /// mailbox-depth metric.
     depth: Arc<AtomicUsize>,
 }
 
@@ -133,9 +134,7 @@ impl<A: Actor> ActorRef<A> {
             span: tracing::Span::current(),
         };
         let exchange = async {
-            self.depth.fetch_add(1, Ordering::Relaxed);
-            if let Err(error) = self.mailbox.send(envelope).await {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
+            if let Err(error) = self.mailbox.send(envelope, &self.depth).await {
                 return Err(match error {
                     SendError::Full => CallError::MailboxFull,
                     SendError::Closed => CallError::Stopped,

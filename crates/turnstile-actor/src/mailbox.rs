@@ -1,5 +1,7 @@
 //! The mailbox: a bounded channel by default, an unbounded one only as a labelled demonstration.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::mpsc;
 
 /// How a mailbox holds messages waiting for the actor.
@@ -59,19 +61,33 @@ impl<T> Clone for MailboxSender<T> {
 }
 
 impl<T> MailboxSender<T> {
-    pub(crate) async fn send(&self, message: T) -> Result<(), SendError> {
-        match self {
+    /// Puts `message` in the mailbox and counts it in `depth` once it is in: a sender still
+    /// waiting for room (`wait`) is not a message in the mailbox, and one that gives up (its
+    /// call timed out) leaves no count behind. The actor's task takes the count back when it
+    /// takes the message.
+    pub(crate) async fn send(&self, message: T, depth: &AtomicUsize) -> Result<(), SendError> {
+        let permit = match self {
             Self::Bounded(sender, FullPolicy::Reject) => {
-                sender.try_send(message).map_err(|error| match error {
-                    mpsc::error::TrySendError::Full(_) => SendError::Full,
-                    mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-                })
+                sender.try_reserve().map_err(|error| match error {
+                    mpsc::error::TrySendError::Full(()) => SendError::Full,
+                    mpsc::error::TrySendError::Closed(()) => SendError::Closed,
+                })?
             }
             Self::Bounded(sender, FullPolicy::Wait) => {
-                sender.send(message).await.map_err(|_| SendError::Closed)
+                sender.reserve().await.map_err(|_| SendError::Closed)?
             }
-            Self::Unbounded(sender) => sender.send(message).map_err(|_| SendError::Closed),
-        }
+            Self::Unbounded(sender) => {
+                depth.fetch_add(1, Ordering::Relaxed);
+                return sender.send(message).map_err(|_| {
+                    depth.fetch_sub(1, Ordering::Relaxed);
+                    SendError::Closed
+                });
+            }
+        };
+        // Counted before it can be taken, so the actor's decrement never comes first.
+        depth.fetch_add(1, Ordering::Relaxed);
+        permit.send(message);
+        Ok(())
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -81,6 +81,31 @@ async fn a_full_rejecting_mailbox_fails_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_depth_counts_messages_in_the_mailbox_not_senders_waiting_for_room() {
+    let (actor, _) = recorder(SECOND, None);
+    let mailbox = MailboxConfig::Bounded {
+        capacity: 2,
+        when_full: FullPolicy::Wait,
+    };
+    let (actor_ref, _task) = spawn(actor, mailbox, Duration::from_millis(2500));
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let actor_ref = actor_ref.clone();
+            tokio::spawn(async move { actor_ref.call(i).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // One being handled, two in the mailbox, seven waiting for room.
+    assert_eq!(actor_ref.depth(), 2);
+    for call in calls {
+        let _ = call.await.unwrap();
+    }
+    // The timed-out senders left nothing behind; what was queued has been taken.
+    tokio::time::sleep(10 * SECOND).await;
+    assert_eq!(actor_ref.depth(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_waiting_mailbox_waits_within_the_call_timeout() {
     let (actor, _) = recorder(SECOND, None);
     let mailbox = MailboxConfig::Bounded {
