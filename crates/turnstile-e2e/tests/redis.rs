@@ -1,7 +1,8 @@
 //! The redis backend against a real `redis-server` (Debian's package; `.ci/run` installs it):
 //! three gateway replicas sharing one Redis hold one global limit per key, and a Redis that
 //! dies mid-run costs answers per the failure mode, never a hang or a panic, and is recovered
-//! from without restarting Turnstile.
+//! from without restarting Turnstile. A Redis that answers with errors (out of memory) drops
+//! the checks but leaves the gateway ready: readiness follows reachability, not error replies.
 
 // Test code: a panic is how a failure is reported.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,7 +10,9 @@
 use std::time::Duration;
 
 use turnstile_backend::BackendKind;
-use turnstile_e2e::{RedisServer, http_client, parse_json, scratch_dir, start_gateway, wait_until};
+use turnstile_e2e::{
+    RedisServer, external_tool, http_client, parse_json, scratch_dir, start_gateway, wait_until,
+};
 use turnstile_gateway::testing::RunningGateway;
 use turnstile_load::engine::{self, RunOptions, Target};
 use turnstile_load::scenario::Scenario;
@@ -324,4 +327,55 @@ async fn policies_added_by_a_reload_keep_their_names_in_redis_keys() {
         redis_keys(redis.port),
         ["turnstile:aaa:probe", "turnstile:middle:probe"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_out_of_memory_drops_checks_but_readiness_does_not_flap() {
+    let Some(cli) = external_tool("redis-cli", "redis-tools") else {
+        return;
+    };
+    let dir = scratch_dir();
+    let Some(redis) = RedisServer::start(dir.path()).await else {
+        return;
+    };
+    let url = redis.url();
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let redis_cli = |args: &[&str]| {
+        let status = std::process::Command::new(&cli)
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "redis-cli {args:?}");
+    };
+    let gateway = start_gateway(&gateway_config(&url, "2s"));
+    let client = http_client();
+    wait_until(
+        "the gateway to reach Redis",
+        Duration::from_secs(30),
+        || async { ready(&client, &gateway).await.then_some(()) },
+    )
+    .await;
+    // Every write refused with OOM from now on.
+    redis_cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis_cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    for _ in 0..10 {
+        let (status, body) = check(&client, &gateway, "default").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["dropped"], "backend_error", "{body}");
+        // Redis answers (it is reachable): the gateway stays ready right after each refusal.
+        assert!(
+            ready(&client, &gateway).await,
+            "/readyz flapped after an error reply"
+        );
+    }
+    let refused = gateway
+        .state()
+        .metrics()
+        .dropped_total(BackendKind::Redis, "backend_error");
+    assert_eq!(refused, 10);
+    redis_cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    let (status, body) = check(&client, &gateway, "default").await;
+    assert_eq!((status, body.get("dropped")), (200, None), "{body}");
 }

@@ -166,6 +166,26 @@ struct Health {
     reachable: AtomicBool,
     /// `DBSIZE` of the selected database (Redis cannot count one prefix cheaply).
     keys: AtomicUsize,
+    /// When an error reply (OOM, READONLY...) was last logged: one line per
+    /// [`REPLY_ERROR_LOG_INTERVAL`], not one per check.
+    reply_error_logged: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// At most one warning per this long for Redis's error replies.
+const REPLY_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Health {
+    /// Logs an error reply at warn, at most once per [`REPLY_ERROR_LOG_INTERVAL`].
+    fn warn_reply_error(&self, error: &redis::RedisError) {
+        let mut logged = self
+            .reply_error_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logged.is_none_or(|at| at.elapsed() >= REPLY_ERROR_LOG_INTERVAL) {
+            *logged = Some(std::time::Instant::now());
+            tracing::warn!(%error, "redis refused a check (backend_error); further refusals are not logged for 10 s");
+        }
+    }
 }
 
 /// The Redis-backed backend.
@@ -207,6 +227,7 @@ impl RedisBackend {
         let health = Arc::new(Health {
             reachable: AtomicBool::new(false),
             keys: AtomicUsize::new(0),
+            reply_error_logged: std::sync::Mutex::new(None),
         });
         let probe = CancellationToken::new();
         tokio::spawn(probe_periodically(
@@ -272,16 +293,31 @@ impl RedisBackend {
             .arg(policy.burst())
             .arg(now)
             .arg(expiry_slack_ms);
+        // Each error comes with whether it says Redis is unreachable: a lost connection does
+        // (readiness drops at once, before the probe notices); an error reply does not (Redis
+        // answered: out of memory, read-only replica...), or readiness would flap between the
+        // failing checks and the probe's successful PINGs.
         let call = async {
-            let mut connection = self.pool.get().await.map_err(pool_error)?;
+            let mut connection = self.pool.get().await.map_err(|error| {
+                let error = pool_error(error);
+                (error, error == CheckError::BackendError)
+            })?;
             invocation
                 .invoke_async::<(i64, i64, i64, i64)>(&mut *connection)
                 .await
-                .map_err(redis_error)
+                .map_err(|error| {
+                    let lost = error.is_io_error()
+                        || error.is_connection_dropped()
+                        || error.is_connection_refusal();
+                    if !lost && !error.is_timeout() {
+                        self.health.warn_reply_error(&error);
+                    }
+                    (redis_error(error), lost)
+                })
         };
         let answer = match tokio::time::timeout(self.command_timeout, call).await {
             Ok(answer) => answer,
-            Err(_) => Err(CheckError::Timeout),
+            Err(_) => Err((CheckError::Timeout, false)),
         };
         match answer {
             Ok((allowed, remaining, reset_after_ns, retry_after_ns)) => {
@@ -300,8 +336,8 @@ impl RedisBackend {
                     retry_after: (!allowed).then(|| to_duration(retry_after_ns)),
                 })
             }
-            Err(error) => {
-                if error == CheckError::BackendError {
+            Err((error, unreachable)) => {
+                if unreachable {
                     self.health.reachable.store(false, Ordering::Relaxed);
                 }
                 Err(error)
