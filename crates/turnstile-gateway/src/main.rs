@@ -14,13 +14,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_defaults();
+    let (filter, bad_filter) = log_filter(std::env::var("TURNSTILE_LOG").ok());
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TURNSTILE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .init();
+    if let Some(problem) = bad_filter {
+        tracing::warn!("TURNSTILE_LOG {problem}; logging at `info` instead");
+    }
     let config = match Config::load(cli.config.as_deref(), &cli) {
         Ok(config) => config,
         Err(error) => {
@@ -60,6 +61,40 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// The log filter `TURNSTILE_LOG` asks for (tracing's `EnvFilter` syntax), or `info` with
+/// what is wrong with it. A bare word that is neither a level nor a module path (`verbose`)
+/// parses as a target no code logs under, which would silently log nothing: refused too.
+fn log_filter(value: Option<String>) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let fallback = || tracing_subscriber::EnvFilter::new("info");
+    let Some(value) = value.filter(|value| !value.trim().is_empty()) else {
+        return (fallback(), None);
+    };
+    let stray = value.split(',').map(str::trim).find(|directive| {
+        !directive.contains(['=', ':', '['])
+            && !LEVELS
+                .iter()
+                .any(|level| level.eq_ignore_ascii_case(directive))
+            && !directive.starts_with("turnstile")
+    });
+    if let Some(stray) = stray {
+        return (
+            fallback(),
+            Some(format!(
+                "`{value}` is not a filter: `{stray}` is no level ({})",
+                LEVELS.join(", ")
+            )),
+        );
+    }
+    match tracing_subscriber::EnvFilter::builder().parse(&value) {
+        Ok(filter) => (filter, None),
+        Err(error) => (
+            fallback(),
+            Some(format!("`{value}` is not a filter: {error}")),
+        ),
     }
 }
 

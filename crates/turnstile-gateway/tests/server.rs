@@ -222,6 +222,33 @@ fn the_binary_drains_and_exits_cleanly_on_sigterm() {
     assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
 }
 
+#[test]
+fn a_log_filter_that_would_log_nothing_falls_back_to_info_and_says_so() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    for filter in ["verbose", "info,[", "debug=nope"] {
+        let child = Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("TURNSTILE_LOG", filter)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let mut child = turnstile_gateway::testing::KillOnDrop(child);
+        let lines: Vec<String> = BufReader::new(child.stdout.take().expect("stdout"))
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|line| !line.contains("turnstile listening"))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains("TURNSTILE_LOG") && line.contains("`info` instead")),
+            "{filter}: {lines:?}"
+        );
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn a_second_sigterm_during_the_drain_exits_at_once() {
