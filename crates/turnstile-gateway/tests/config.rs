@@ -159,6 +159,23 @@ fn a_bad_enum_value_names_the_field_and_the_valid_values() {
 }
 
 #[test]
+fn the_readmes_environment_examples_load() {
+    // README "Configuration reference" and line 3 of deploy/turnstile.example.toml.
+    Jail::expect_with(|jail| {
+        jail.set_env("TURNSTILE_REDIS__POOL_SIZE", "64");
+        jail.set_env("TURNSTILE_POLICIES__LOGIN", r#"{limit=10, period="1m"}"#);
+        let config = Config::load(None, &no_flags()).expect("the README's examples load");
+        assert_eq!(config.redis.pool_size, 64);
+        assert_eq!(config.policies["login"].limit, 10);
+        assert_eq!(
+            config.policies["login"].period,
+            std::time::Duration::from_secs(60)
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn sizes_allocated_up_front_are_bounded() {
     Jail::expect_with(|jail| {
         for (variable, field, max) in [
