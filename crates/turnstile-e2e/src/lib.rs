@@ -19,8 +19,9 @@
 //! # Invariants
 //!
 //! - Everything started here listens on 127.0.0.1 only and dies with the test (kill on drop).
-//! - A missing tool fails the test when `REQUIRE_E2E_TOOLS=1`, as `.ci/run` sets after
-//!   installing the tools; otherwise the test says loudly that it did not run. A developer
+//! - A missing tool fails the test (and `build.rs`, the build) when `REQUIRE_E2E_TOOLS=1`, as
+//!   `.ci/run` sets after installing the tools; otherwise `build.rs` leaves its `has_<tool>`
+//!   cfg unset and the test is *ignored*, so the summary a person reads counts it as not run. A developer
 //!   without Prometheus can still run `cargo test --workspace`; CI cannot skip. (Not a
 //!   `TURNSTILE_*` name: the gateway reads every such variable as configuration.)
 //! - This is test support: failures panic with a message saying what was expected, which is

@@ -41,6 +41,10 @@ limits = [ { policy = "default", key = "client_ip" } ]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "needs nginx (Debian package nginx; .ci/run installs it)"
+)]
 async fn nginx_auth_request_admits_limits_with_429_and_fails_closed_when_turnstile_is_down() {
     let Some(nginx) = external_tool("nginx", "nginx") else {
         return;

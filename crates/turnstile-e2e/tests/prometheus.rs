@@ -41,6 +41,10 @@ fn promtool(promtool: &Path, args: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_promtool),
+    ignore = "needs promtool (Debian package prometheus; .ci/run installs it)"
+)]
 fn promtool_accepts_the_shipped_configuration_and_rules() {
     let Some(promtool_path) = external_tool("promtool", "prometheus") else {
         return;
@@ -196,6 +200,10 @@ async fn exported_samples(client: &reqwest::Client, address: std::net::SocketAdd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_prometheus),
+    ignore = "needs prometheus (Debian package prometheus; .ci/run installs it)"
+)]
 async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let Some(binary) = external_tool("prometheus", "prometheus") else {
         return;

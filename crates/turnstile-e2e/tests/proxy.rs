@@ -120,6 +120,10 @@ async fn gateway_process(dir: &Path, config: &str) -> (Process, String, PathBuf)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "needs python3 for the upstream application"
+)]
 async fn bodies_stream_both_ways_with_flat_memory() {
     let dir = scratch_dir();
     let Some(upstream) = Upstream::start(dir.path(), "app").await else {
@@ -203,6 +207,10 @@ async fn bodies_stream_both_ways_with_flat_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "needs python3 for the upstream application"
+)]
 async fn headers_are_forwarded_and_hop_by_hop_ones_removed() {
     let dir = scratch_dir();
     let Some(upstream) = Upstream::start(dir.path(), "app").await else {
@@ -268,6 +276,10 @@ async fn headers_are_forwarded_and_hop_by_hop_ones_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "needs python3 for the upstream application"
+)]
 async fn upstream_failures_are_json_errors_counted_by_reason() {
     let dir = scratch_dir();
     let Some(upstream) = Upstream::start(dir.path(), "app").await else {
@@ -366,6 +378,10 @@ async fn upstream_failures_are_json_errors_counted_by_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "needs python3 for the upstream application"
+)]
 async fn a_denied_request_never_reaches_the_upstream() {
     let dir = scratch_dir();
     let Some(upstream) = Upstream::start(dir.path(), "app").await else {
@@ -449,6 +465,10 @@ limits = [ { policy = "plenty", key = "client_ip" } ]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "needs python3 for the upstream application"
+)]
 async fn rules_and_upstream_reload_under_load_with_no_failed_request() {
     let dir = scratch_dir();
     let Some(first) = Upstream::start(dir.path(), "first").await else {

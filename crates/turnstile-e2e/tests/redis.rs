@@ -63,6 +63,10 @@ async fn targets(gateways: &[RunningGateway]) -> Vec<Target> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_redis_server),
+    ignore = "needs redis-server (Debian package redis-server; .ci/run installs it)"
+)]
 async fn three_replicas_sharing_one_redis_admit_exactly_the_global_limit() {
     let dir = scratch_dir();
     let Some(redis) = RedisServer::start(dir.path()).await else {
@@ -162,6 +166,10 @@ async fn ready(client: &reqwest::Client, gateway: &RunningGateway) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_redis_server),
+    ignore = "needs redis-server (Debian package redis-server; .ci/run installs it)"
+)]
 async fn a_redis_outage_is_answered_per_the_failure_mode_and_recovered_without_a_restart() {
     let dir = scratch_dir();
     let Some(mut redis) = RedisServer::start(dir.path()).await else {
@@ -293,6 +301,10 @@ fn redis_keys(port: u16) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_redis_server),
+    ignore = "needs redis-server (Debian package redis-server; .ci/run installs it)"
+)]
 async fn policies_added_by_a_reload_keep_their_names_in_redis_keys() {
     let dir = scratch_dir();
     let Some(redis) = RedisServer::start(dir.path()).await else {
@@ -330,6 +342,10 @@ async fn policies_added_by_a_reload_keep_their_names_in_redis_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(has_redis_server, has_redis_cli)),
+    ignore = "needs redis-server and redis-cli (Debian package redis-server; .ci/run installs it)"
+)]
 async fn a_redis_out_of_memory_drops_checks_but_readiness_does_not_flap() {
     let Some(cli) = external_tool("redis-cli", "redis-tools") else {
         return;

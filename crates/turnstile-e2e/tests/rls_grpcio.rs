@@ -147,6 +147,10 @@ async fn metric(address: &str, series: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_redis_server),
+    ignore = "needs redis-server (Debian package redis-server) and the grpcio virtualenv .ci/run makes"
+)]
 async fn grpcio_drives_the_rate_limit_service_on_the_redis_backend() {
     let Some(python) = python_with(&["grpc", "envoy.service.ratelimit.v3.rls_pb2_grpc"]) else {
         return;
