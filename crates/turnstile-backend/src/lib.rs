@@ -69,7 +69,7 @@ use turnstile_core::{Clock, Decision, Policy};
 pub use actor::shard_for;
 pub use config::{BackendConfig, BackendKind, BuildError, UnknownBackend};
 pub use error::CheckError;
-pub use faults::Faults;
+pub use faults::{Faults, InjectedFault};
 pub use pool::PoolConfig;
 pub use redis_backend::{
     PolicyNames, RedisClock, RedisConfig, RedisUrl, validate_policy as validate_redis_policy,
