@@ -5,7 +5,6 @@
 //! the default [`Config::default`] gives it: the help text never spells a default itself.
 //! A test holds the flags, the README's configuration table and `Config` to each other.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -26,10 +25,10 @@ pub struct Cli {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on.
+    /// Address to listen on (`ip:port`, or `host:port`).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
 
     /// Which backend owns the rate-limit state.
     #[arg(long)]
@@ -69,7 +68,7 @@ pub struct Cli {
     /// Enable the admin listener (fault injection, supervision state) on this address.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_listen: Option<SocketAddr>,
+    pub admin_listen: Option<String>,
 
     /// Forward admitted requests on the gateway route to this URL (`http://host:port`).
     #[arg(long)]
@@ -100,7 +99,7 @@ pub struct RlsFlags {
     /// Serve Envoy's rate limit service (gRPC) on this address.
     #[arg(id = "rls.listen", long = "rls-listen")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
 
     /// Directory of envoyproxy/ratelimit YAML rule files (watched, reloaded on change).
     #[arg(id = "rls.config_dir", long = "rls-config")]

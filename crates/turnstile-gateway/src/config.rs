@@ -28,7 +28,9 @@ use turnstile_core::Policy;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address the HTTP API listens on.
+    /// Address the HTTP API listens on: `ip:port`, or `host:port` resolved at load
+    /// (`localhost:8080`).
+    #[serde(with = "listen_address")]
     pub listen: SocketAddr,
     /// Which backend owns the rate-limit state.
     pub backend: BackendKind,
@@ -86,6 +88,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// The admin listener (fault injection, supervision state, backend switch). Off unless set.
+    #[serde(with = "listen_address::optional")]
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin API requires; mandatory when `admin_listen` is not loopback.
     pub admin_token: Option<Secret>,
@@ -197,12 +200,72 @@ pub enum OnMissing {
 pub struct RlsSettings {
     /// The gRPC listener (`envoy.service.ratelimit.v3.RateLimitService`, `grpc.health.v1`).
     /// Off unless set; `POST /v1/ratelimit` on the main listener answers either way.
+    #[serde(with = "listen_address::optional")]
     pub listen: Option<SocketAddr>,
     /// A directory of envoyproxy/ratelimit YAML rule files, one domain each; watched, and
     /// reloaded on change and on `SIGHUP`. Unset: no rules (every descriptor is OK).
     pub config_dir: Option<PathBuf>,
     /// Decide and count every descriptor, but answer OK (as each rule's `shadow_mode` does).
     pub shadow_mode: bool,
+}
+
+/// Listen addresses as people write them: `127.0.0.1:8080`, `[::1]:8080`, or a host name
+/// with a port (`localhost:8080`), resolved when the configuration is loaded (the first
+/// address the resolver gives). Written back as the address.
+mod listen_address {
+    use std::net::{SocketAddr, ToSocketAddrs};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        address: &SocketAddr,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        address.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        resolve(&text).map_err(serde::de::Error::custom)
+    }
+
+    fn resolve(text: &str) -> Result<SocketAddr, String> {
+        if let Ok(address) = text.parse() {
+            return Ok(address);
+        }
+        let problem = |why: String| {
+            format!(
+                "`{text}` is neither an `ip:port` address nor a `host:port` that resolves ({why})"
+            )
+        };
+        text.to_socket_addrs()
+            .map_err(|error| problem(error.to_string()))?
+            .next()
+            .ok_or_else(|| problem("no address".into()))
+    }
+
+    pub(super) mod optional {
+        use std::net::SocketAddr;
+
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            address: &Option<SocketAddr>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            address.serialize(serializer)
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<SocketAddr>, D::Error> {
+            Option::<String>::deserialize(deserializer)?
+                .map(|text| super::resolve(&text).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 /// A value that must not be logged: `Debug` shows `"<redacted>"`; [`Secret::expose`] is the

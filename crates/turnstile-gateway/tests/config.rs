@@ -176,6 +176,35 @@ fn the_readmes_environment_examples_load() {
 }
 
 #[test]
+fn listen_addresses_may_be_host_names() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "a.toml",
+            "listen = \"localhost:8095\"\nadmin_listen = \"localhost:8096\"",
+        )?;
+        let config =
+            Config::load(Some(Path::new("a.toml")), &no_flags()).expect("localhost resolves");
+        assert!(config.listen.ip().is_loopback(), "{}", config.listen);
+        assert_eq!(config.listen.port(), 8095);
+        assert_eq!(
+            config.admin_listen.map(|address| address.port()),
+            Some(8096)
+        );
+
+        jail.create_file("b.toml", "[rls]\nlisten = \"no-such-host.invalid:1\"")?;
+        let message = error_text(Config::load(Some(Path::new("b.toml")), &no_flags()));
+        assert!(
+            message.contains("rls.listen") && message.contains("no-such-host.invalid:1"),
+            "{message}"
+        );
+        jail.create_file("c.toml", "listen = \"localhost\"")?;
+        let message = error_text(Config::load(Some(Path::new("c.toml")), &no_flags()));
+        assert!(message.contains("host:port"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
 fn sizes_allocated_up_front_are_bounded() {
     Jail::expect_with(|jail| {
         for (variable, field, max) in [
