@@ -117,12 +117,13 @@ impl Registry {
     /// Asks the connection idle longest to close; `false` if none is idle.
     fn close_longest_idle(&self) -> bool {
         let connections = self.lock();
+        // Ties (the same millisecond) go to the older connection: ids are given in order.
         let idle = connections
-            .values()
-            .filter(|activity| activity.active.load(Ordering::Relaxed) == 0)
-            .min_by_key(|activity| activity.last_ms.load(Ordering::Relaxed));
+            .iter()
+            .filter(|(_, activity)| activity.active.load(Ordering::Relaxed) == 0)
+            .min_by_key(|(id, activity)| (activity.last_ms.load(Ordering::Relaxed), **id));
         match idle {
-            Some(activity) => {
+            Some((_, activity)) => {
                 activity.close.notify_one();
                 true
             }
@@ -324,7 +325,8 @@ mod tests {
         let registry = Registry::default();
         let busy_oldest = activity(1, 0);
         let idle_old = activity(0, 10);
-        let idle_new = activity(0, 20);
+        // Idle as long, but opened later: the tie goes to the older one.
+        let idle_new = activity(0, 10);
         for (id, activity) in [&busy_oldest, &idle_old, &idle_new].into_iter().enumerate() {
             registry.lock().insert(id as u64, Arc::clone(activity));
         }
