@@ -133,6 +133,22 @@ fn read(path: &Path) -> Result<Vec<u8>, TableError> {
     })
 }
 
+/// One run record per non-blank line of a bench script's results (JSON lines), or the line
+/// that is not one.
+fn runs<T: serde::de::DeserializeOwned>(results: &str) -> Result<Vec<T>, TableError> {
+    results
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line).map_err(|source| TableError::Result {
+                line: index + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
 /// The median (the mean of the two middle values for an even count); `None` when empty.
 fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();

@@ -18,7 +18,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
-use super::{TableError, grouped, median, percent, spread};
+use super::{TableError, grouped, median, percent, runs, spread};
 
 /// The contenders, in the order of the table's rows (those with no results are left out).
 const TARGETS: [&str; 5] = ["actor", "sharded", "concurrent", "tower_governor", "nginx"];
@@ -71,7 +71,7 @@ struct Cells {
 
 /// The three summary lines, a blank line, and the table (policy × keys × target).
 pub fn table(results: &str) -> Result<String, TableError> {
-    let runs = parse(results)?;
+    let runs: Vec<Run> = runs(results)?;
     let mut closed_baseline = BTreeMap::new();
     let mut open_baseline = BTreeMap::new();
     for run in runs.iter().filter(|run| run.target == BASELINE) {
@@ -188,20 +188,6 @@ pub fn table(results: &str) -> Result<String, TableError> {
         }
     }
     Ok(out)
-}
-
-fn parse(results: &str) -> Result<Vec<Run>, TableError> {
-    results
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(index, line)| {
-            serde_json::from_str(line).map_err(|source| TableError::Result {
-                line: index + 1,
-                source,
-            })
-        })
-        .collect()
 }
 
 fn ratio(value: f64, base: f64, measure: &'static str, round: u32) -> Result<f64, TableError> {

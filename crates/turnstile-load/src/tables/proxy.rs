@@ -38,14 +38,7 @@ struct Run {
 pub fn table(results: &str) -> Result<String, TableError> {
     // (traffic, target) → runs.
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
-    for (index, line) in results.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let run: Run = serde_json::from_str(line).map_err(|source| TableError::Result {
-            line: index + 1,
-            source,
-        })?;
+    for run in super::runs::<Run>(results)? {
         let traffic = TRAFFIC.iter().position(|traffic| *traffic == run.traffic);
         let target = TARGETS.iter().position(|target| *target == run.target);
         if let (Some(traffic), Some(target)) = (traffic, target) {

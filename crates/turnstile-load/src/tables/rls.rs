@@ -46,14 +46,7 @@ impl Run {
 pub fn table(results: &str) -> Result<String, TableError> {
     // (backend, is gRPC, descriptors) → runs; `/v1/check` sorts first.
     let mut runs: BTreeMap<(usize, bool, u32), Vec<Run>> = BTreeMap::new();
-    for (index, line) in results.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let run: Run = serde_json::from_str(line).map_err(|source| TableError::Result {
-            line: index + 1,
-            source,
-        })?;
+    for run in super::runs::<Run>(results)? {
         let Some(backend) = BACKENDS.iter().position(|backend| *backend == run.backend) else {
             continue;
         };
