@@ -270,6 +270,28 @@ pub fn scratch_dir() -> tempfile::TempDir {
         .expect("create a scratch directory")
 }
 
+/// What `GET /metrics` of the gateway at `address` (`host:port`) exports now.
+pub async fn metrics_text(address: impl std::fmt::Display) -> String {
+    http_client()
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .expect("the gateway answers /metrics")
+        .text()
+        .await
+        .expect("a metrics body")
+}
+
+/// The value of one exported sample, `series` written as exported (name and labels), of the
+/// gateway at `address`; 0 when it is not exported (yet).
+pub async fn metric(address: impl std::fmt::Display, series: &str) -> f64 {
+    metrics_text(address)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// An HTTP client for talking to tools on loopback.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()

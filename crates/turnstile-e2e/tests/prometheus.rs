@@ -18,8 +18,8 @@ use std::time::Duration;
 use turnstile_backend::BackendKind;
 use turnstile_e2e::dashboards::{self, Query};
 use turnstile_e2e::{
-    Process, external_tool, free_port, http_client, parse_json, scratch_dir, wait_until,
-    workspace_root,
+    Process, external_tool, free_port, http_client, metrics_text, parse_json, scratch_dir,
+    wait_until, workspace_root,
 };
 use turnstile_load::compare::start_gateway;
 use turnstile_load::engine::{self, RunOptions, Target};
@@ -188,17 +188,6 @@ impl Prometheus {
     }
 }
 
-async fn exported_samples(client: &reqwest::Client, address: std::net::SocketAddr) -> String {
-    client
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(has_prometheus),
@@ -260,9 +249,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     );
 
     // Every raw metric a dashboard reads is one the gateways actually export.
-    let client = http_client();
-    let exported = exported_samples(&client, sharded.address).await
-        + &exported_samples(&client, concurrent.address).await;
+    let exported = metrics_text(sharded.address).await + &metrics_text(concurrent.address).await;
     let exported: BTreeSet<&str> = exported
         .lines()
         .filter(|line| !line.starts_with('#'))

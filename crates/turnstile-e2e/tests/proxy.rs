@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use turnstile_e2e::{
-    Process, external_tool, free_port, gateway_binary, http_client, scratch_dir, start_gateway,
-    wait_until, workspace_root,
+    Process, external_tool, free_port, gateway_binary, http_client, metric, scratch_dir,
+    start_gateway, wait_until, workspace_root,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -431,20 +431,6 @@ async fn a_denied_request_never_reaches_the_upstream() {
     let metrics = gateway.state().metrics();
     assert_eq!(metrics.upstream_responses_total("limited"), 2);
     assert_eq!(metrics.upstream_responses_total(""), 1);
-}
-
-async fn metric(address: &str, series: &str) -> f64 {
-    let text = http_client()
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 const RELOADED_RULES: &str = r#"

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use turnstile_e2e::{
-    Process, RedisServer, free_port, gateway_binary, http_client, python_with, scratch_dir,
+    Process, RedisServer, free_port, gateway_binary, http_client, metric, python_with, scratch_dir,
     wait_until, workspace_root,
 };
 
@@ -130,20 +130,6 @@ impl Drop for Driver {
 fn assert_code(answer: &Value, code: &str, remaining: u64) {
     assert_eq!(answer["code"], code, "{answer}");
     assert_eq!(answer["statuses"][0]["remaining"], remaining, "{answer}");
-}
-
-async fn metric(address: &str, series: &str) -> f64 {
-    let text = http_client()
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
