@@ -8,6 +8,7 @@
 //!   by a reload never inherits a removed one's state.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use turnstile_core::Policy;
 
@@ -35,9 +36,10 @@ pub(crate) struct PolicySet {
     /// The next id never given to a policy.
     next_id: u16,
     /// The gateway route's request rules (`[[routes]]`, or `gateway.policy` for every path).
-    gateway: RouteTable,
-    /// Forward-auth's request rules (`[[routes]]`, or `forward_auth.policy` for every path).
-    forward_auth: RouteTable,
+    gateway: Arc<RouteTable>,
+    /// Forward-auth's request rules: the gateway's very table when `[[routes]]` are
+    /// configured (built once), else `forward_auth.policy` for every path.
+    forward_auth: Arc<RouteTable>,
 }
 
 impl PolicySet {
@@ -104,13 +106,18 @@ impl PolicySet {
                 None => KeySource::ClientIp,
             };
             (
-                RouteTable::single("gateway", gateway_policy, KeySource::ClientIp, metrics),
-                RouteTable::single(
+                Arc::new(RouteTable::single(
+                    "gateway",
+                    gateway_policy,
+                    KeySource::ClientIp,
+                    metrics,
+                )),
+                Arc::new(RouteTable::single(
                     "forward-auth",
                     forward_auth_policy,
                     forward_auth_key,
                     metrics,
-                ),
+                )),
             )
         } else {
             let known = config
@@ -119,15 +126,13 @@ impl PolicySet {
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ");
-            let build = || {
-                RouteTable::new(
-                    &config.routes,
-                    |name| by_name.get(name).copied(),
-                    &known,
-                    metrics,
-                )
-            };
-            (build()?, build()?)
+            let table = Arc::new(RouteTable::new(
+                &config.routes,
+                |name| by_name.get(name).copied(),
+                &known,
+                metrics,
+            )?);
+            (Arc::clone(&table), table)
         };
         Ok(Self {
             policies,
