@@ -198,7 +198,7 @@ pub(crate) async fn check(
 }
 
 /// Which client-limited route is answering.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum ClientRoute {
     ForwardAuth,
     Gateway,
@@ -280,20 +280,27 @@ async fn limit_client_inner(
     route: ClientRoute,
 ) -> Result<Response, ApiError> {
     let policies = state.policies();
-    let (table, deny_status) = match route {
-        ClientRoute::ForwardAuth => (policies.forward_auth(), state.forward_auth_deny_status),
-        ClientRoute::Gateway => (policies.gateway(), StatusCode::TOO_MANY_REQUESTS),
-    };
-    let proxy = match route {
-        ClientRoute::Gateway => state.proxy(),
-        ClientRoute::ForwardAuth => None,
-    };
-    if let Some(proxy) = &proxy {
-        proxy.admissible(&parts)?;
-    }
-    let (method, path) = match route {
-        ClientRoute::ForwardAuth => forwarded_target(&parts)?,
-        ClientRoute::Gateway => (parts.method.clone(), parts.uri.path()),
+    // Per route: its rules, its denial status, where admitted requests go, and the request the
+    // rules judge (forward-auth's is the one its proxy describes).
+    let (table, deny_status, proxy, (method, path)) = match route {
+        ClientRoute::ForwardAuth => (
+            policies.forward_auth(),
+            state.forward_auth_deny_status,
+            None,
+            forwarded_target(&parts)?,
+        ),
+        ClientRoute::Gateway => {
+            let proxy = state.proxy();
+            if let Some(proxy) = &proxy {
+                proxy.admissible(&parts)?;
+            }
+            (
+                policies.gateway(),
+                StatusCode::TOO_MANY_REQUESTS,
+                proxy,
+                (parts.method.clone(), parts.uri.path()),
+            )
+        }
     };
     let view = RequestView {
         method: &method,
