@@ -292,6 +292,15 @@ pub async fn metric(address: impl std::fmt::Display, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits (polling, at most 30 s) until the sample `series` of the gateway at `address` is at
+/// least `at_least`; panics naming `what` if it never is.
+pub async fn wait_for_metric(what: &str, address: &str, series: &str, at_least: f64) {
+    wait_until(what, Duration::from_secs(30), || async {
+        (metric(address, series).await >= at_least).then_some(())
+    })
+    .await;
+}
+
 /// An HTTP client for talking to tools on loopback.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use turnstile_e2e::{
-    Process, external_tool, free_port, gateway_binary, http_client, metric, scratch_dir,
-    start_gateway, wait_until, workspace_root,
+    Process, external_tool, free_port, gateway_binary, http_client, scratch_dir, start_gateway,
+    wait_for_metric, wait_until, workspace_root,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -500,12 +500,7 @@ async fn rules_and_upstream_reload_under_load_with_no_failed_request() {
         ),
     )
     .unwrap();
-    wait_until(
-        "the reload to be counted",
-        Duration::from_secs(30),
-        || async { (metric(&http, reloads_ok).await >= 1.0).then_some(()) },
-    )
-    .await;
+    wait_for_metric("the reload to be counted", &http, reloads_ok, 1.0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for task in load {
@@ -546,12 +541,7 @@ async fn rules_and_upstream_reload_under_load_with_no_failed_request() {
     )
     .unwrap();
     let reloads_error = r#"turnstile_config_reloads_total{result="error"}"#;
-    wait_until(
-        "the bad reload to be counted",
-        Duration::from_secs(30),
-        || async { (metric(&http, reloads_error).await >= 1.0).then_some(()) },
-    )
-    .await;
+    wait_for_metric("the bad reload to be counted", &http, reloads_error, 1.0).await;
     assert!(
         gateway.log().contains("routes[2].limits[0].policy"),
         "{}",

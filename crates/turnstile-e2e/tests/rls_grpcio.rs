@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use turnstile_e2e::{
     Process, RedisServer, free_port, gateway_binary, http_client, metric, python_with, scratch_dir,
-    wait_until, workspace_root,
+    wait_for_metric, wait_until, workspace_root,
 };
 
 const EDGE: &str = r#"
@@ -304,12 +304,7 @@ async fn grpcio_drives_the_rate_limit_service_on_the_redis_backend() {
         "domain: broken\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: hour\n      request_per_unit: 1\n",
     )
     .unwrap();
-    wait_until(
-        "the bad reload to be counted",
-        Duration::from_secs(30),
-        || async { (metric(&http, reloads_error).await >= 1.0).then_some(()) },
-    )
-    .await;
+    wait_for_metric("the bad reload to be counted", &http, reloads_error, 1.0).await;
     assert!(
         turnstile.log().contains("broken.yaml:6"),
         "{}",
@@ -325,18 +320,11 @@ async fn grpcio_drives_the_rate_limit_service_on_the_redis_backend() {
 
     // SIGHUP reloads too (the broken file gone, it succeeds).
     std::fs::remove_file(rules.join("broken.yaml")).unwrap();
-    wait_until(
-        "the reload after removing the file",
-        Duration::from_secs(30),
-        || async { (metric(&http, reloads_ok).await >= 2.0).then_some(()) },
-    )
-    .await;
+    wait_for_metric("the reload after removing the file", &http, reloads_ok, 2.0).await;
     let before = metric(&http, reloads_ok).await;
     assert!(turnstile.signal("-HUP"));
-    wait_until("the SIGHUP reload", Duration::from_secs(30), || async {
-        (metric(&http, reloads_ok).await > before).then_some(())
-    })
-    .await;
+    // Counters are whole numbers: one more than before.
+    wait_for_metric("the SIGHUP reload", &http, reloads_ok, before + 1.0).await;
 
     // Redis goes away: UNAVAILABLE (Envoy's failure_mode_deny decides), within the timeout.
     redis.stop();
