@@ -1,5 +1,6 @@
-//! The main listener's accept loop: every connection served by hyper-util with a header-read
-//! timeout, at most `max_connections` open at once, and a graceful drain on shutdown.
+//! The HTTP listeners' accept loop (the main one and the admin API): every connection served
+//! by hyper-util with a header-read timeout, at most a cap of connections open at once, and a
+//! graceful drain on shutdown. (The gRPC listener's counterpart is `rls::grpc`'s.)
 //!
 //! # Why by hand
 //!
@@ -20,6 +21,10 @@
 //!   counted and logged, and never block the accept loop.
 //! - Accepting never spins: an accept error (out of descriptors) is logged and retried after a
 //!   pause.
+//! - Once `grace_over` is cancelled (the end of `shutdown_grace`), a request whose handler has
+//!   not answered is answered 503 `shutting_down` instead, so its client learns to retry
+//!   rather than seeing its connection cut. A response already started (a proxied body still
+//!   streaming) cannot be replaced: its connection is cut when the server stops waiting.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -40,11 +45,12 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::Service;
 
+use crate::error::ApiError;
+
 use crate::metrics::Metrics;
-use crate::routes::GatewayService;
 
 /// Descriptors kept free for everything but client connections (the backend's, Redis's, the
 /// upstream's, files, the admin and gRPC listeners).
@@ -95,6 +101,9 @@ struct Activity {
     last_ms: AtomicU64,
     /// Tells the connection to close once its response in progress (if any) is written.
     close: Notify,
+    /// Cancelled when the shutdown grace is over (cloned once per connection, so a request
+    /// that waits clones it from here without touching the listener).
+    grace_over: CancellationToken,
 }
 
 /// The open connections.
@@ -133,14 +142,24 @@ impl Registry {
 }
 
 /// Serves `service` on `listener` until `stopping` is cancelled, then closes the listener and
-/// waits for the open connections to finish their requests (the caller bounds that wait).
-pub(crate) async fn serve(
+/// waits for the open connections to finish their requests (the caller bounds that wait, and
+/// cancels `grace_over` when it ends: requests still unanswered are then answered 503).
+/// `metrics` is the main listener's (its connection gauge and shed counter); `None` for the
+/// admin API, whose refusals are logged only.
+pub(crate) async fn serve<S>(
     listener: TcpListener,
-    service: GatewayService,
+    service: S,
     limits: ConnectionLimits,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     stopping: CancellationToken,
-) {
+    grace_over: CancellationToken,
+) where
+    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let started = Instant::now();
     let registry = Arc::new(Registry::default());
     // Every connection task holds a receiver: the drain ends when the last one is dropped.
@@ -161,10 +180,14 @@ pub(crate) async fn serve(
         };
         if limits.max_connections > 0 && registry.len() >= limits.max_connections {
             if registry.close_longest_idle() {
-                metrics.record_connection_shed("closed_idle");
+                if let Some(metrics) = &metrics {
+                    metrics.record_connection_shed("closed_idle");
+                }
                 tracing::debug!("at max_connections: closing the connection idle longest");
             } else {
-                metrics.record_connection_shed("refused");
+                if let Some(metrics) = &metrics {
+                    metrics.record_connection_shed("refused");
+                }
                 tracing::warn!(%peer, "at max_connections with none idle: connection refused");
                 drop(stream);
                 continue;
@@ -177,9 +200,12 @@ pub(crate) async fn serve(
             active: AtomicUsize::new(0),
             last_ms: AtomicU64::new(elapsed_ms(started)),
             close: Notify::new(),
+            grace_over: grace_over.clone(),
         });
         registry.lock().insert(id, Arc::clone(&activity));
-        metrics.set_open_connections(registry.len());
+        if let Some(metrics) = &metrics {
+            metrics.set_open_connections(registry.len());
+        }
         let tracked = Tracked {
             inner: service.clone(),
             peer,
@@ -187,7 +213,7 @@ pub(crate) async fn serve(
             started,
         };
         let registry = Arc::clone(&registry);
-        let metrics = Arc::clone(&metrics);
+        let metrics = metrics.clone();
         let stopping = stopping.clone();
         let drained = drained_rx.clone();
         tokio::spawn(async move {
@@ -222,7 +248,9 @@ pub(crate) async fn serve(
                 }
             }
             registry.lock().remove(&id);
-            metrics.set_open_connections(registry.len());
+            if let Some(metrics) = &metrics {
+                metrics.set_open_connections(registry.len());
+            }
             drop(drained);
         });
     }
@@ -235,20 +263,23 @@ fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The gateway's service for one connection: the peer's address as `ConnectInfo`, and the
+/// The service for one connection: the peer's address as `ConnectInfo`, and the
 /// connection's activity kept for [`Registry::close_longest_idle`].
 #[derive(Clone)]
-struct Tracked {
-    inner: GatewayService,
+struct Tracked<S> {
+    inner: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
     started: Instant,
 }
 
-impl Service<axum::http::Request<Incoming>> for Tracked {
+impl<S> Service<axum::http::Request<Incoming>> for Tracked<S>
+where
+    S: Service<axum::extract::Request, Response = Response, Error = Infallible>,
+{
     type Response = Response;
     type Error = Infallible;
-    type Future = TrackedFuture<<GatewayService as Service<axum::extract::Request>>::Future>;
+    type Future = TrackedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -263,6 +294,7 @@ impl Service<axum::http::Request<Incoming>> for Tracked {
             .store(elapsed_ms(self.started), Ordering::Relaxed);
         TrackedFuture {
             inner: self.inner.call(request),
+            grace_over: None,
             done: Done {
                 activity: Arc::clone(&self.activity),
                 started: self.started,
@@ -291,6 +323,10 @@ pin_project_lite::pin_project! {
     struct TrackedFuture<F> {
         #[pin]
         inner: F,
+        // Set the first time `inner` is pending: a request answered at its first poll (most,
+        // on the in-process backends) never touches the token.
+        #[pin]
+        grace_over: Option<WaitForCancellationFutureOwned>,
         done: Done,
     }
 }
@@ -302,7 +338,20 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let mut this = self.project();
+        if let Poll::Ready(answer) = this.inner.poll(cx) {
+            return Poll::Ready(answer);
+        }
+        if this.grace_over.is_none() {
+            let grace_over = this.done.activity.grace_over.clone().cancelled_owned();
+            this.grace_over.set(Some(grace_over));
+        }
+        match this.grace_over.as_pin_mut().map(|grace| grace.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ok(axum::response::IntoResponse::into_response(
+                ApiError::ShuttingDown,
+            ))),
+            _ => Poll::Pending,
+        }
     }
 }
 
@@ -317,6 +366,7 @@ mod tests {
             active: AtomicUsize::new(active),
             last_ms: AtomicU64::new(last_ms),
             close: Notify::new(),
+            grace_over: CancellationToken::new(),
         })
     }
 

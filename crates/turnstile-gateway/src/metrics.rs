@@ -174,6 +174,7 @@ pub struct Metrics {
     route_decisions: IntCounterVec,
     open_connections: prometheus::IntGauge,
     connections_shed: IntCounterVec,
+    rls_connections_refused: prometheus::IntCounter,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
 }
@@ -270,8 +271,14 @@ impl Metrics {
             "Connections open on the main listener.",
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let rls_connections_refused = prometheus::IntCounter::new(
+            "turnstile_rls_connections_refused_total",
+            "Connections to the rate limit service's gRPC listener refused at its cap (max_connections).",
+        )?;
+        registry.register(Box::new(rls_connections_refused.clone()))?;
         let metrics = Self {
             open_connections,
+            rls_connections_refused,
             connections_shed: counter(
                 &registry,
                 "turnstile_http_connections_shed_total",
@@ -482,6 +489,11 @@ impl Metrics {
         self.connections_shed.with_label_values(&[action]).inc();
     }
 
+    /// Counts a connection to the gRPC listener refused at its cap.
+    pub(crate) fn record_grpc_connection_refused(&self) {
+        self.rls_connections_refused.inc();
+    }
+
     pub(crate) fn set_open_connections(&self, open: usize) {
         self.open_connections
             .set(i64::try_from(open).unwrap_or(i64::MAX));
@@ -490,6 +502,11 @@ impl Metrics {
     /// Connections open on the main listener now.
     pub fn open_connections(&self) -> i64 {
         self.open_connections.get()
+    }
+
+    /// Connections to the gRPC listener refused at its cap so far.
+    pub fn rls_connections_refused_total(&self) -> u64 {
+        self.rls_connections_refused.get()
     }
 
     /// Connections shed at `max_connections` with `action` so far.

@@ -4,7 +4,9 @@
 //! # Invariants
 //!
 //! - After the shutdown future completes, no new connection is accepted; requests in flight
-//!   get `shutdown_grace` to finish; then the backend is stopped (actors finish their queues).
+//!   get `shutdown_grace` to finish. Those still unanswered then are answered 503
+//!   `shutting_down`, and their connections get [`FINAL_WRITE`] to write it; then the backend
+//!   is stopped (actors finish their queues).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +23,13 @@ use crate::listener::ConnectionLimits;
 use crate::reload::Reloader;
 use crate::routes::{admin_app, app};
 use crate::state::AppState;
+
+/// How long, after the shutdown grace, connections get to write the 503 that replaced their
+/// unfinished answer (a streaming response still running then is cut off).
+pub const FINAL_WRITE: Duration = Duration::from_secs(1);
+
+/// The most connections the admin API keeps open (an operator's tool, not a public one).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
@@ -129,22 +138,30 @@ impl Application {
                 stopping.cancel();
             }
         });
+        let grace_over = CancellationToken::new();
         if let Some(listener) = self.admin_listener {
-            let admin = admin_app(Arc::clone(&self.state));
-            let stopped = stopping.clone();
-            tokio::spawn(async move {
-                let serve =
-                    axum::serve(listener, admin).with_graceful_shutdown(stopped.cancelled_owned());
-                if let Err(error) = serve.await {
-                    tracing::error!(%error, "admin listener failed");
-                }
-            });
+            // The admin API is an operator's: a few connections, with the main listener's
+            // header-read timeout, so idle or half-sent ones cannot pile up there either.
+            let limits = ConnectionLimits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..self.limits
+            };
+            tokio::spawn(crate::listener::serve(
+                listener,
+                admin_app(Arc::clone(&self.state)),
+                limits,
+                None,
+                stopping.clone(),
+                grace_over.clone(),
+            ));
         }
         if let Some(listener) = self.rls_listener {
             let state = Arc::clone(&self.state);
+            let limits = self.limits;
             let stopped = stopping.clone();
             tokio::spawn(async move {
-                if let Err(error) = crate::rls::grpc::serve(listener, state, stopped).await {
+                if let Err(error) = crate::rls::grpc::serve(listener, state, limits, stopped).await
+                {
                     tracing::error!(%error, "rate limit service listener failed");
                 }
             });
@@ -157,18 +174,24 @@ impl Application {
             self.listener,
             app(Arc::clone(&self.state)),
             self.limits,
-            Arc::clone(&self.state.metrics),
+            Some(Arc::clone(&self.state.metrics)),
             stopping.clone(),
+            grace_over.clone(),
         );
+        let mut serve = std::pin::pin!(serve);
         let grace = self.shutdown_grace;
         let grace_expired = async move {
             stopping.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            () = serve => {}
+            () = serve.as_mut() => {}
             () = grace_expired => {
-                tracing::warn!(?grace, "grace period over: abandoning requests still in flight");
+                tracing::warn!(?grace, "grace period over: answering requests still in flight 503");
+                grace_over.cancel();
+                if tokio::time::timeout(FINAL_WRITE, serve).await.is_err() {
+                    tracing::warn!("connections still open after the grace period: abandoned");
+                }
             }
         }
         self.state.backend().shutdown().await;

@@ -63,36 +63,49 @@ async fn serves_over_tcp_and_identifies_the_peer() {
     stop(app).await;
 }
 
-#[tokio::test]
-async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
-    // The single actor takes 1.5 s per check, so a request is in flight when the shutdown
-    // arrives. (Real time, but nothing here asserts a duration.)
+/// A gateway on the single actor taking `work` per check, with one check in flight (its
+/// answer still to come) when it is told to stop.
+async fn stopping_with_a_check_in_flight(
+    work: Duration,
+    shutdown_grace: Duration,
+) -> (
+    RunningGateway,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
     let mut app = spawn_app(Config {
         backend: BackendKind::Actor,
         simulated_work: Some(SimulatedWork {
             kind: WorkKind::Sleep,
-            duration: Duration::from_millis(1500),
+            duration: work,
         }),
+        shutdown_grace,
         ..Config::default()
     });
     let url = format!("http://{}/v1/check", app.address);
-    let in_flight = tokio::spawn({
-        let url = url.clone();
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"key": "slow"}))
-                .send()
-                .await
-        }
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"key": "slow"}))
+            .send()
+            .await
     });
-    // Once the request is in flight (the actor's 1.5 s of work keeps it there), shut down.
+    // Once the request is in flight (the actor's work keeps it there), shut down.
     let state = std::sync::Arc::clone(app.state());
     until("the request to be in flight", || {
         state.requests_in_flight() == 1
     })
     .await;
     app.begin_stop();
+    (app, in_flight)
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
+    // 1.5 s of work, well within the default 10 s grace. (Real time, but nothing here asserts
+    // a duration.)
+    let (app, in_flight) =
+        stopping_with_a_check_in_flight(Duration::from_millis(1500), Duration::from_secs(10)).await;
+    let url = format!("http://{}/v1/check", app.address);
     let response = in_flight
         .await
         .unwrap()
@@ -110,6 +123,23 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
         .send()
         .await;
     assert!(refused.is_err(), "the listener is closed after shutdown");
+}
+
+#[tokio::test]
+async fn a_request_still_running_when_the_grace_ends_is_answered_503() {
+    // 3 s of work: far beyond the 200 ms grace (and the backend, stopped after the grace,
+    // finishes it before the gateway is gone). The answer's content is the point.
+    let (app, in_flight) =
+        stopping_with_a_check_in_flight(Duration::from_secs(3), Duration::from_millis(200)).await;
+    let response = in_flight.await.unwrap().expect("answered, not cut off");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "shutting_down", "{body}");
+    tokio::task::spawn_blocking(move || app.wait())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[test]

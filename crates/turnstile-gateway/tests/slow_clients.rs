@@ -202,6 +202,74 @@ async fn at_max_connections_the_longest_idle_connection_makes_room() {
     gateway.stop().unwrap();
 }
 
+/// A connection to the gRPC listener that sent the HTTP/2 preface and got the server's first
+/// frame (a SETTINGS frame: it is being served); `None` if it was closed instead.
+async fn grpc_connection_served(address: SocketAddr) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(address).await.ok()?;
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .ok()?;
+    let mut header = [0_u8; 9];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut header))
+        .await
+        .ok()?
+        .ok()?;
+    assert_eq!(header[3], 0x4, "a SETTINGS frame first: {header:?}");
+    Some(stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_and_grpc_listeners_close_silent_connections_and_cap_them() {
+    let gateway = gateway(Config {
+        header_read_timeout: Duration::from_millis(300),
+        max_connections: 2,
+        ..small_config()
+    });
+    let admin = gateway.admin.unwrap();
+    let rls = gateway.rls.unwrap();
+    // Half-sent headers on the admin API, and a gRPC connection that never sends its preface.
+    let mut admin_slowloris = TcpStream::connect(admin).await.unwrap();
+    admin_slowloris
+        .write_all(b"GET /admin/supervision HTTP/1.1\r\nhost: t\r\n")
+        .await
+        .unwrap();
+    let mut silent = TcpStream::connect(rls).await.unwrap();
+    assert!(
+        closed_by_gateway(&mut admin_slowloris).await,
+        "the admin API kept a half-sent request open"
+    );
+    assert!(
+        closed_by_gateway(&mut silent).await,
+        "the gRPC listener kept a silent connection open"
+    );
+    // Two connections that sent something stay; a third is refused at once, and counted.
+    let mut talking = Vec::new();
+    for _ in 0..2 {
+        talking.push(
+            grpc_connection_served(rls)
+                .await
+                .expect("served under the cap"),
+        );
+    }
+    let mut third = TcpStream::connect(rls).await.unwrap();
+    assert!(
+        closed_by_gateway(&mut third).await,
+        "a third connection was kept"
+    );
+    assert_eq!(gateway.state().metrics().rls_connections_refused_total(), 1);
+    // Once one goes, a new client is served again.
+    drop(talking.pop());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while grpc_connection_served(rls).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed place was never reused"
+        );
+    }
+    gateway.stop().unwrap();
+}
+
 #[test]
 fn under_a_low_open_file_limit_many_idle_connections_do_not_lock_new_clients_out() {
     // The binary under `prlimit --nofile=128`: the cap fits under the limit (128 - 64 reserved),

@@ -175,10 +175,16 @@ fn response_proto(answer: Answer) -> RateLimitResponse {
 /// How often the health service re-reads the backend's readiness.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
 
+/// How often an HTTP/2 ping checks a quiet gRPC connection is still there.
+const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the ping's answer may take before the connection is closed.
+const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the rate limit and health services on `listener` until `stopping` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    limits: crate::listener::ConnectionLimits,
     stopping: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -206,16 +212,24 @@ pub(crate) async fn serve(
         }
     };
     tokio::spawn(watch);
+    // Small answers, one per call: sent at once, not held back by Nagle's algorithm.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = super::incoming::Bounded::new(
+        incoming,
+        limits.max_connections,
+        limits.header_read_timeout,
+        Arc::clone(&state.metrics),
+    );
     tonic::transport::Server::builder()
         // As the HTTP routes are: no call outlives `request_timeout` (answered DEADLINE_EXCEEDED).
         .timeout(state.request_timeout)
+        // Idle connections are Envoy's normal; dead ones (a peer gone without a FIN) are found
+        // by HTTP/2 pings and closed.
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .add_service(health)
         .add_service(RateLimitServiceServer::new(RlsService { state }))
-        .serve_with_incoming_shutdown(
-            // Small answers, one per call: sent at once, not held back by Nagle's algorithm.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stopping.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming, stopping.cancelled_owned())
         .await
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +14,7 @@ use crate::api::rls::{
 };
 use crate::error::ApiError;
 use crate::extract::{parse_json, read_json};
+use crate::json_body::JsonLine;
 use crate::metrics::{RlsCode, Transport};
 use crate::rls::{Answer, Descriptors, RlsError, should_rate_limit};
 use crate::state::AppState;
@@ -150,7 +150,7 @@ async fn answer(state: &Arc<AppState>, request: Request) -> Result<(RlsCode, Res
         (RlsCode::Ok, StatusCode::OK)
     };
     let body = response_json(&answer);
-    let mut response = (status, Json(body)).into_response();
+    let mut response = (status, JsonLine(body)).into_response();
     response.headers_mut().extend(answer.headers);
     Ok((code, response))
 }

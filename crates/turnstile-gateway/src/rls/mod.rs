@@ -34,6 +34,7 @@
 //! - Metric labels come from the configuration (domain, rule label), never from a request.
 
 pub(crate) mod grpc;
+mod incoming;
 pub(crate) mod json;
 mod rules;
 
