@@ -14,12 +14,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use turnstile_backend::{BackendKind, KillError, KillTarget};
@@ -27,6 +27,7 @@ use turnstile_backend::{BackendKind, KillError, KillTarget};
 use crate::api::admin::{self as paths, PoisonRequest, SlowRequest, SwitchRequest};
 use crate::error::{ApiError, method_not_allowed};
 use crate::extract::AppJson;
+use crate::json_body::JsonLine;
 use crate::state::AppState;
 
 /// The admin router.
@@ -80,14 +81,14 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 async fn supervision(State(state): State<Arc<AppState>>) -> Response {
-    Json(state.backend().status()).into_response()
+    JsonLine(state.backend().status()).into_response()
 }
 
 async fn kill(state: &AppState, target: KillTarget, what: String) -> Result<Response, ApiError> {
     state.backend().kill(target).await.map_err(ApiError::Kill)?;
     state.metrics.record_fault("crash");
     tracing::warn!(target = %what, "fault injected: crash");
-    Ok(Json(json!({ "crashed": what })).into_response())
+    Ok(JsonLine(json!({ "crashed": what })).into_response())
 }
 
 async fn crash_actor(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
@@ -99,8 +100,12 @@ async fn crash_actor(State(state): State<Arc<AppState>>) -> Result<Response, Api
 
 async fn crash_shard(
     State(state): State<Arc<AppState>>,
-    Path(index): Path<usize>,
+    // Taken as text and parsed here: axum's `Path<usize>` rejection is a text/plain 400.
+    Path(index): Path<String>,
 ) -> Result<Response, ApiError> {
+    let index: usize = index
+        .parse()
+        .map_err(|_| ApiError::InvalidShardIndex(index))?;
     kill(&state, KillTarget::Child(index), format!("shard {index}")).await
 }
 
@@ -117,7 +122,7 @@ async fn poison(
     state.faults().poison(policy.policy.id(), &request.key)?;
     state.metrics.record_fault("poison");
     tracing::warn!(policy = %policy.name, "fault injected: poisoned a key");
-    Ok(Json(json!({ "poisoned": request.key, "policy": policy.name })).into_response())
+    Ok(JsonLine(json!({ "poisoned": request.key, "policy": policy.name })).into_response())
 }
 
 async fn slow(
@@ -132,7 +137,7 @@ async fn slow(
     state.faults().slow_down(request.delay, request.duration);
     state.metrics.record_fault("slow");
     tracing::warn!(delay = ?request.delay, duration = ?request.duration, "fault injected: slow checks");
-    Ok(Json(json!({
+    Ok(JsonLine(json!({
         "delay_ms": request.delay.as_millis() as u64,
         "duration_ms": request.duration.as_millis() as u64,
     }))
@@ -151,5 +156,5 @@ async fn switch_backend(
             ApiError::SwitchRefused(error)
         })?;
     state.metrics.record_fault("switch");
-    Ok(Json(json!({ "backend": request.backend })).into_response())
+    Ok(JsonLine(json!({ "backend": request.backend })).into_response())
 }

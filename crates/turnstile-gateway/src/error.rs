@@ -11,6 +11,7 @@ use turnstile_backend::{BuildError, CheckError};
 
 use crate::api::ErrorBody;
 use crate::config::ConfigError;
+use crate::json_body::JsonLine;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,11 @@ pub enum ApiError {
     /// The gateway is at `max_concurrent_requests`: shed before reaching the backend.
     #[error("shed: the gateway is at its concurrency limit")]
     Shed,
+    /// The shutdown grace ended before the request was answered.
+    #[error(
+        "the gateway is shutting down and this request did not finish within its shutdown grace"
+    )]
+    ShuttingDown,
     /// The request ran past `request_timeout`.
     #[error("the request did not finish within the gateway's request timeout")]
     RequestTimeout,
@@ -134,6 +140,9 @@ pub enum ApiError {
     /// No such admin route.
     #[error("no such route")]
     NotFound,
+    /// `/admin/crash/shard/{index}` with an index that is not a whole number.
+    #[error("shard index `{0}` is not a whole number from 0")]
+    InvalidShardIndex(String),
     /// A crash could not be injected.
     #[error("{0}")]
     Kill(turnstile_backend::KillError),
@@ -188,6 +197,7 @@ impl ApiError {
             | Self::UnreadableBody(_)
             | Self::InvalidKeyHeader { .. }
             | Self::InvalidForwardedHeader { .. }
+            | Self::InvalidShardIndex(_)
             | Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Self::InvalidField(_)
             | Self::EmptyKey
@@ -197,7 +207,9 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::Dropped(_) | Self::Shed | Self::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Dropped(_) | Self::Shed | Self::RequestTimeout | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::SwitchRefused(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound | Self::Kill(turnstile_backend::KillError::NoSuchChild(_)) => {
@@ -231,6 +243,7 @@ impl ApiError {
             Self::InvalidForwardedHeader { .. } => "invalid_forwarded_header",
             Self::Dropped(error) => error.reason(),
             Self::Shed => Self::SHED,
+            Self::ShuttingDown => "shutting_down",
             // The same reason as a backend's own timeout: to the client, both are "no answer
             // in time", and the drop metric counts them under one reason.
             Self::RequestTimeout => CheckError::Timeout.reason(),
@@ -238,6 +251,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
+            Self::InvalidShardIndex(_) => "invalid_shard_index",
             Self::Kill(turnstile_backend::KillError::NoSuchChild(_)) => "no_such_actor",
             Self::Kill(turnstile_backend::KillError::NoPool) => "no_pool",
             Self::Kill(turnstile_backend::KillError::NoIdleWorker) => "no_idle_worker",
@@ -272,7 +286,7 @@ impl IntoResponse for ApiError {
             message: self.to_string().into(),
             retry_after_ms: None,
         };
-        let mut response = (self.status(), axum::Json(body)).into_response();
+        let mut response = (self.status(), JsonLine(body)).into_response();
         if let Self::Unauthorized = self {
             // RFC 9110 §11.6.1: a 401 names the scheme it wants.
             response.headers_mut().insert(
@@ -280,7 +294,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"turnstile-admin\""),
             );
         }
-        if let Self::Dropped(_) | Self::Shed | Self::RequestTimeout = self {
+        if let Self::Dropped(_) | Self::Shed | Self::RequestTimeout | Self::ShuttingDown = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -56,6 +56,7 @@ mod client_ip;
 mod edge;
 mod extract;
 mod headers;
+mod json_body;
 mod listener;
 mod policies;
 mod proxy;

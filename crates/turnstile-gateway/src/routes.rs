@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrayvec::ArrayVec;
+use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
-use axum::{Json, Router};
 use futures_util::FutureExt;
 use turnstile_backend::{BackendKind, CheckError, MAX_KEY_LEN};
 use turnstile_core::{Decision, Policy};
@@ -23,6 +23,7 @@ use crate::config::FailureMode;
 use crate::edge::Edge;
 use crate::error::{ApiError, method_not_allowed};
 use crate::extract::{parse_json, read_json};
+use crate::json_body::JsonLine;
 use crate::metrics::{CheckOutcome, Metrics, UpstreamCounters};
 use crate::policies::NamedPolicy;
 use crate::proxy::{Forwarded, Proxy};
@@ -194,7 +195,7 @@ pub(crate) async fn check(
             dropped: Some(error.reason().into()),
         },
     };
-    Ok(Json(response).into_response())
+    Ok(JsonLine(response).into_response())
 }
 
 /// Which client-limited route is answering.
@@ -406,7 +407,7 @@ fn denied(
         message: policy.denied_message.as_str().into(),
         retry_after_ms: decision.retry_after.map(millis_ceil),
     };
-    let mut response = (deny_status, Json(body)).into_response();
+    let mut response = (deny_status, JsonLine(body)).into_response();
     policy.headers.insert(
         response.headers_mut(),
         decision,
@@ -489,7 +490,7 @@ fn with_dropped(mut response: Response, dropped: Option<&CheckError>) -> Respons
 
 /// `GET /healthz`: the process is up.
 pub(crate) async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
+    JsonLine(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// `GET /readyz`: the backend can serve checks.
@@ -497,11 +498,11 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let active = state.backend();
     let backend = active.kind().as_str();
     if active.is_ready() {
-        Json(serde_json::json!({ "status": "ready", "backend": backend })).into_response()
+        JsonLine(serde_json::json!({ "status": "ready", "backend": backend })).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not_ready", "backend": backend })),
+            JsonLine(serde_json::json!({ "status": "not_ready", "backend": backend })),
         )
             .into_response()
     }

@@ -295,6 +295,15 @@ impl TestResponse {
             .expect("body")
             .to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        let is_json = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+        // Every JSON body the gateway writes ends with a newline (checked on every answer
+        // every in-process test reads).
+        assert!(
+            !is_json || bytes.ends_with(b"\n"),
+            "a JSON body without its final newline: {bytes:?}"
+        );
         TestResponse {
             status,
             headers,

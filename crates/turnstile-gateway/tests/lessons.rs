@@ -571,6 +571,18 @@ async fn the_admin_api_validates_input_and_can_require_a_token() {
         )
         .await;
     missing.assert_error(StatusCode::NOT_FOUND, "no_such_actor");
+    // Not a number: a JSON 400 naming it (axum's own path rejection is text/plain).
+    for index in ["abc", "-1", "99999999999999999999999"] {
+        let not_an_index = gw
+            .admin(
+                with_token(Request::post(format!("/admin/crash/shard/{index}")))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        let message = not_an_index.assert_error(StatusCode::BAD_REQUEST, "invalid_shard_index");
+        assert!(message.contains(index), "{message}");
+    }
     let no_pool = gw
         .admin(
             with_token(Request::post("/admin/crash/worker"))
@@ -643,4 +655,37 @@ async fn too_many_pool_worker_deaths_fail_the_pool_until_the_cool_off() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(outcome(&gw.send(check_request("c")).await), "served");
     assert_eq!(gw.send(get("/readyz")).await.status, StatusCode::OK);
+}
+
+/// The crash lessons' exact counts do not depend on `RUST_BACKTRACE` (common in containers):
+/// an injected fault captures no backtrace. The standard library reads the variable once per
+/// process, so each setting runs those tests in a child process of this test binary.
+#[test]
+fn the_crash_lessons_count_the_same_with_and_without_rust_backtrace() {
+    const CRASH_LESSONS: [&str; 4] = [
+        "a_crashing_actor_loses_its_whole_mailbox",
+        "crashing_one_shard_loses_only_its_queue_and_its_keys",
+        "through_the_worker_pool_only_the_poisoned_check_is_lost",
+        "past_the_restart_intensity_the_backend_fails_then_recovers",
+    ];
+    let exe = std::env::current_exe().unwrap();
+    for backtrace in ["0", "1", "full"] {
+        let output = std::process::Command::new(&exe)
+            .args(CRASH_LESSONS)
+            .args(["--exact", "--test-threads", "1"])
+            .env("RUST_BACKTRACE", backtrace)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "RUST_BACKTRACE={backtrace}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Each lesson ran (a filter matching nothing would pass too).
+        assert!(
+            stdout.contains(&format!("{} passed", CRASH_LESSONS.len())),
+            "RUST_BACKTRACE={backtrace}: {stdout}"
+        );
+    }
 }
