@@ -164,6 +164,21 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// What is wrong, without the setting's name (for callers that name it their own way).
+    pub fn problem(&self) -> String {
+        match self {
+            Self::ZeroShards | Self::ZeroMaxKeys | Self::ZeroMailbox | Self::ZeroRestarts => {
+                "must be at least 1".into()
+            }
+            Self::ZeroDuration(_) => "must be greater than zero".into(),
+            Self::ZeroPool => "must be at least 1 when a pool is configured".into(),
+            Self::Pool(problem) => problem.clone(),
+            Self::Redis { problem, .. } => problem.clone(),
+        }
+    }
+}
+
 impl BackendConfig {
     /// Checks the numbers a backend cannot be built from.
     pub fn validate(&self) -> Result<(), BuildError> {

@@ -24,6 +24,9 @@ pub enum PolicyError {
     /// `burst` was zero.
     #[error("burst must be at least 1")]
     ZeroBurst,
+    /// `period` was zero.
+    #[error("period must be greater than zero")]
+    ZeroPeriod,
     /// The period divided by the limit is under one nanosecond.
     #[error(
         "period {period:?} is too short for a limit of {limit}: the emission interval would be under 1 ns"
@@ -79,6 +82,9 @@ impl Policy {
         }
         if burst == 0 {
             return Err(PolicyError::ZeroBurst);
+        }
+        if period.is_zero() {
+            return Err(PolicyError::ZeroPeriod);
         }
         let emission = period.as_nanos() / u128::from(limit);
         if emission == 0 {
@@ -278,6 +284,10 @@ mod tests {
         let second = Duration::from_secs(1);
         assert_eq!(Policy::new(0, 0, second, 1), Err(PolicyError::ZeroLimit));
         assert_eq!(Policy::new(0, 1, second, 0), Err(PolicyError::ZeroBurst));
+        assert_eq!(
+            Policy::new(0, 1, Duration::ZERO, 1),
+            Err(PolicyError::ZeroPeriod)
+        );
         assert!(matches!(
             Policy::new(0, 10, Duration::from_nanos(5), 1),
             Err(PolicyError::RateTooHigh { .. })

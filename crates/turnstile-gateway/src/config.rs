@@ -496,8 +496,10 @@ pub enum ConfigError {
     /// The file named by `--config` does not exist.
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
-    /// Extraction failed (bad type, unknown key, unknown variant): figment names key and source.
-    #[error("invalid configuration: {0}")]
+    /// Extraction failed (bad type, unknown key, unknown variant): each error names the
+    /// setting as its source spells it (`shards` in a file, `TURNSTILE_SHARDS` in the
+    /// environment) and the file it came from.
+    #[error("invalid configuration: {}", describe_extract_error(.0))]
     Extract(#[from] Box<figment::Error>),
     /// A value has the right type but is not acceptable.
     #[error("invalid configuration: `{field}`: {problem}")]
@@ -507,6 +509,70 @@ pub enum ConfigError {
         /// What is wrong and what would be valid.
         problem: String,
     },
+}
+
+/// figment's own rendering says `for key "default.shards"` (its profile, which reads like the
+/// `default` policy) and nests backticks in lists of expected names; this one names the
+/// setting as the user wrote it and lists plainly.
+fn describe_extract_error(errors: &figment::Error) -> String {
+    use figment::error::Kind;
+    let describe = |error: figment::Error| {
+        let from_env = error
+            .metadata
+            .as_ref()
+            .is_some_and(|metadata| metadata.name.contains("environment variable"));
+        // An unknown field's path ends with the field itself: name where it was found.
+        let path = match &error.kind {
+            Kind::UnknownField(..) => error
+                .path
+                .split_last()
+                .map_or(&[][..], |(_, parent)| parent),
+            _ => &error.path[..],
+        };
+        let setting = match (path.is_empty(), from_env) {
+            (true, _) => None,
+            (false, true) => Some(format!(
+                "TURNSTILE_{}",
+                path.join("__").to_ascii_uppercase()
+            )),
+            (false, false) => Some(path.join(".")),
+        };
+        let file = error
+            .metadata
+            .as_ref()
+            .and_then(|metadata| match &metadata.source {
+                Some(figment::Source::File(path)) => Some(path.display().to_string()),
+                _ => None,
+            });
+        let problem = match &error.kind {
+            Kind::UnknownField(found, expected) => {
+                format!(
+                    "unknown setting `{found}` (known here: {})",
+                    expected.join(", ")
+                )
+            }
+            Kind::UnknownVariant(found, expected) => {
+                format!(
+                    "unknown value `{found}` (expected one of: {})",
+                    expected.join(", ")
+                )
+            }
+            Kind::MissingField(field) => format!("missing `{field}`"),
+            other => other.to_string(),
+        };
+        match (setting, file) {
+            (Some(setting), Some(file)) => format!("`{setting}` in {file}: {problem}"),
+            (Some(setting), None) => format!("`{setting}`: {problem}"),
+            (None, Some(file)) => format!("{file}: {problem}"),
+            (None, None) => problem,
+        }
+    };
+    errors
+        .clone()
+        .into_iter()
+        .map(describe)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -845,7 +911,7 @@ impl ValidateForGateway for BackendConfig {
                 BuildError::Pool(_) => "pool_size",
                 BuildError::Redis { field, .. } => field,
             };
-            (field, error.to_string())
+            (field, error.problem())
         })
     }
 }

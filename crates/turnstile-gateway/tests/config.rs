@@ -253,6 +253,64 @@ fn wrong_types_and_unknown_keys_name_the_field() {
 }
 
 #[test]
+fn extraction_errors_name_the_setting_as_its_source_spells_it() {
+    Jail::expect_with(|jail| {
+        // A file: the dotted setting and the file; no `default.` (figment's profile, which
+        // reads like the `default` policy).
+        jail.create_file("a.toml", "shards = \"many\"")?;
+        let message = error_text(Config::load(Some(Path::new("a.toml")), &no_flags()));
+        assert_eq!(
+            message,
+            "invalid configuration: `shards` in a.toml: invalid type: found string \"many\", expected usize"
+        );
+        // An unknown key: where it was found, and the known ones listed without nested
+        // backticks.
+        jail.create_file(
+            "b.toml",
+            "[policies.login]\nlimit = 1\nperiod = \"1s\"\nbrust = 2",
+        )?;
+        let message = error_text(Config::load(Some(Path::new("b.toml")), &no_flags()));
+        assert_eq!(
+            message,
+            "invalid configuration: `policies.login` in b.toml: unknown setting `brust` (known here: limit, period, burst, failure_mode)"
+        );
+        jail.create_file("c.toml", "shardz = 3")?;
+        let message = error_text(Config::load(Some(Path::new("c.toml")), &no_flags()));
+        assert!(
+            message.starts_with("invalid configuration: c.toml: unknown setting `shardz` (known here: listen, backend, shards,"),
+            "{message}"
+        );
+        assert!(!message.contains("``"), "{message}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        // The environment: the variable's own name.
+        jail.set_env("TURNSTILE_POLICIES__LOGIN__LIMIT", "10");
+        let message = error_text(Config::load(None, &no_flags()));
+        assert_eq!(
+            message,
+            "invalid configuration: `TURNSTILE_POLICIES__LOGIN`: missing `period`"
+        );
+        Ok(())
+    });
+    // A zero duration is named as written, not as `0ns`; the backend's checks do not repeat
+    // the setting's name.
+    for (toml, expected) in [
+        (
+            "[policies.default]\nlimit = 5\nperiod = \"0s\"",
+            "invalid configuration: `policies.default`: period must be greater than zero",
+        ),
+        (
+            "call_timeout = \"0s\"",
+            "invalid configuration: `call_timeout`: must be greater than zero",
+        ),
+    ] {
+        let message = error_text(Config::from_toml(&[toml], &serde_json::Map::new()));
+        assert_eq!(message, expected);
+    }
+}
+
+#[test]
 fn semantic_errors_name_the_field() {
     let cases = [
         (
