@@ -6,6 +6,10 @@
 //!
 //! The search is the one `turnstile_e2e::external_tool` makes at run time (`PATH`, then the
 //! sbin directories); it reruns when `PATH` changes or a package lands in those directories.
+//! `cfg(has_grpcio)`: the Python that `turnstile_e2e::python_with` would run imports the gRPC
+//! client's modules (src/python.rs, shared with the library).
+
+include!("src/python.rs");
 
 const TOOLS: [(&str, &str); 6] = [
     ("nginx", "nginx"),
@@ -29,6 +33,7 @@ fn main() {
         println!("cargo::rerun-if-changed={}", dir.display());
     }
     let required = std::env::var("REQUIRE_E2E_TOOLS").as_deref() == Ok("1");
+    grpcio(required);
     for (tool, package) in TOOLS {
         let cfg = format!("has_{}", tool.replace('-', "_"));
         println!("cargo::rustc-check-cfg=cfg({cfg})");
@@ -39,5 +44,38 @@ fn main() {
                 "`{tool}` is not installed (Debian package `{package}`), and REQUIRE_E2E_TOOLS=1 requires it"
             );
         }
+    }
+}
+
+/// `cfg(has_grpcio)` when the gRPC test's Python is there.
+fn grpcio(required: bool) {
+    println!("cargo::rerun-if-env-changed=E2E_PYTHON");
+    println!("cargo::rustc-check-cfg=cfg(has_grpcio)");
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = python_candidate(&workspace);
+    // Rerun when the interpreter changes, or, while it is missing, when an entry appears in
+    // the directory that will hold the virtualenv (a directory's mtime changes only then,
+    // not on every build).
+    if python.exists() {
+        println!("cargo::rerun-if-changed={}", python.display());
+    } else {
+        let parent = workspace
+            .join(PYTHON_VENV)
+            .parent()
+            .map(std::path::Path::to_owned);
+        if let Some(parent) = parent.filter(|parent| parent.is_dir()) {
+            println!("cargo::rerun-if-changed={}", parent.display());
+        } else {
+            println!("cargo::rerun-if-changed={}", workspace.display());
+        }
+    }
+    if python_imports(&python, &GRPC_MODULES) {
+        println!("cargo::rustc-cfg=has_grpcio");
+    } else if required {
+        panic!(
+            "{} cannot import {} (crates/turnstile-e2e/python/requirements.txt), and REQUIRE_E2E_TOOLS=1 requires it",
+            python.display(),
+            GRPC_MODULES.join(", ")
+        );
     }
 }

@@ -57,6 +57,8 @@ mod redis_backend;
 mod state_key;
 mod status;
 mod table;
+#[cfg(feature = "test-redis")]
+pub mod test_redis;
 mod work;
 
 use std::future::Future;

@@ -2,11 +2,12 @@
 //! Time comes from a `ManualClock` (decisions) and tokio's paused clock (simulated work), so
 //! nothing here depends on how fast or loaded the machine is.
 //!
-//! The redis backend joins every test that is about decisions, against the real Redis named
-//! by `REDIS_TEST_URL` (`.ci/run` starts one on loopback), with the manual clock passed into
-//! its script. Tests about in-process memory, sweeping and actors run the in-process backends
-//! only. Without `REDIS_TEST_URL` the redis variants are skipped with a notice, unless
-//! `REQUIRE_E2E_TOOLS=1` makes that a failure.
+//! The redis backend joins every test that is about decisions, against a real Redis
+//! (`turnstile_backend::test_redis`: `REDIS_TEST_URL`, else a `redis-server` this process
+//! starts on loopback), with the manual clock passed into its script. Tests about in-process
+//! memory, sweeping and actors run the in-process backends only. With no Redis at all the
+//! redis variants are skipped with one notice, unless `REQUIRE_E2E_TOOLS=1` makes that a
+//! failure.
 
 // Test code: a panic is how a failure is reported. The lints guard the request path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,15 +28,7 @@ const MS: Duration = Duration::from_millis(1);
 
 /// The test Redis, if there is one (see the module docs).
 fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_TEST_URL").ok();
-    if url.is_none() {
-        assert!(
-            std::env::var("REQUIRE_E2E_TOOLS").as_deref() != Ok("1"),
-            "REDIS_TEST_URL is not set, and REQUIRE_E2E_TOOLS=1 requires the redis backend to be tested"
-        );
-        eprintln!("SKIPPED redis variants: set REDIS_TEST_URL (`.ci/run` does)");
-    }
-    url
+    turnstile_backend::test_redis::url()
 }
 
 /// Every backend kind this run can test: the in-process ones, and redis if there is one.

@@ -224,29 +224,16 @@ where
     }
 }
 
-/// Where `.ci/run` puts the Python tools of the end-to-end tests (a virtualenv).
-pub const PYTHON_VENV: &str = "target/e2e-venv";
+mod python;
+pub use python::{GRPC_MODULES, PYTHON_VENV};
 
 /// A Python interpreter that can import `modules` (`grpc`, `envoy.service.ratelimit.v3`):
 /// `$E2E_PYTHON` (not a `TURNSTILE_*` name: the gateway reads those as its settings), else the
 /// virtualenv [`PYTHON_VENV`] `.ci/run` makes. `None` when neither has them and
 /// [`REQUIRE_TOOLS`] is not set (the reason is printed); panics when they are required.
 pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
-    let candidate = std::env::var_os("E2E_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(PYTHON_VENV).join("bin/python"));
-    let imports = modules
-        .iter()
-        .map(|module| format!("import {module}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let works = Command::new(&candidate)
-        .args(["-c", &imports])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if works {
+    let candidate = python::python_candidate(&workspace_root());
+    if python::python_imports(&candidate, modules) {
         return Some(candidate);
     }
     let advice = format!(

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use turnstile_e2e::{
-    Process, RedisServer, free_port, gateway_binary, http_client, metric, python_with, scratch_dir,
-    wait_for_metric, wait_until, workspace_root,
+    GRPC_MODULES, Process, RedisServer, free_port, gateway_binary, http_client, metric,
+    python_with, scratch_dir, wait_for_metric, wait_until, workspace_root,
 };
 
 const EDGE: &str = r#"
@@ -134,13 +134,11 @@ fn assert_code(answer: &Value, code: &str, remaining: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
-    not(has_redis_server),
-    ignore = "needs redis-server (Debian package redis-server) and the grpcio virtualenv .ci/run makes"
+    not(all(has_redis_server, has_grpcio)),
+    ignore = "needs redis-server (Debian package redis-server) and the grpcio virtualenv .ci/run makes (target/e2e-venv, or E2E_PYTHON)"
 )]
 async fn grpcio_drives_the_rate_limit_service_on_the_redis_backend() {
-    let Some(python) = python_with(&["grpc", "envoy.service.ratelimit.v3.rls_pb2_grpc"]) else {
-        return;
-    };
+    let python = python_with(&GRPC_MODULES).expect("the gRPC client's Python, found at build time");
     let dir = scratch_dir();
     let Some(mut redis) = RedisServer::start(dir.path()).await else {
         return;

@@ -1,5 +1,5 @@
 //! Envoy's rate limit service, over `POST /v1/ratelimit`, on every backend (actor, sharded,
-//! concurrent, and redis when `REDIS_TEST_URL` is set), bare and behind the check pool, on the
+//! concurrent, and redis against `turnstile_backend::test_redis`), bare and behind the check pool, on the
 //! manual clock: exact counts and remaining through the first window, over-limit answers and
 //! their headers, nesting, wildcards, unlimited and blocking rules, shadow mode, `replaces`,
 //! `hits_addend`, several descriptors in one call, drops, reloads, and bad input that changes
@@ -63,15 +63,7 @@ descriptors:
 
 /// The test Redis, if there is one (as the backend conformance suite finds it).
 fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_TEST_URL").ok();
-    if url.is_none() {
-        assert!(
-            std::env::var("REQUIRE_E2E_TOOLS").as_deref() != Ok("1"),
-            "REDIS_TEST_URL is not set, and REQUIRE_E2E_TOOLS=1 requires the redis backend to be tested"
-        );
-        eprintln!("SKIPPED redis variants: set REDIS_TEST_URL (`.ci/run` does)");
-    }
-    url
+    turnstile_backend::test_redis::url()
 }
 
 /// Every `(backend, pool size)` this run can test.
