@@ -14,7 +14,7 @@ echo
 
 cargo bench -p turnstile-backend --bench check >&2
 echo "## ns per check (median; ratio to governor in the same group)"
-cargo run --release -q -p turnstile-load -- report criterion target/criterion
+cargo run --profile dist -q -p turnstile-load -- report criterion target/criterion
 echo
 
 echo "## Throughput with 1 ms of I/O-like work per check (512 callers, 2 tokio workers)"

@@ -28,8 +28,8 @@ out=target/bench-peers
 mkdir -p "$out"
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || { apt-get update && apt-get install -y nginx; }
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release -p turnstile-gateway -p turnstile-load -p turnstile-peer-governor >&2
-bin=target/release
+cargo build --profile dist -p turnstile-gateway -p turnstile-load -p turnstile-peer-governor >&2
+bin=target/dist
 source loadtest/lib.sh
 
 echo "== machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)" | tee "$out/machine.txt"

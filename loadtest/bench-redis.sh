@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { apt-get update && apt-get install -y redis-server; }
-cargo build --release -p turnstile-gateway -p turnstile-load >&2
+cargo build --profile dist -p turnstile-gateway -p turnstile-load >&2
 source loadtest/lib.sh
 
 redis_port=$(port)
@@ -24,7 +24,7 @@ backends=(actor sharded concurrent redis)
 declare -A url
 for backend in "${backends[@]}"; do
   p=$(port)
-  gateway=(env TURNSTILE_LOG=warn target/release/turnstile --backend "$backend" --listen "127.0.0.1:$p"
+  gateway=(env TURNSTILE_LOG=warn target/dist/turnstile --backend "$backend" --listen "127.0.0.1:$p"
     --redis-url "redis://127.0.0.1:$redis_port")
   start "$backend" "${gateway[@]}"
   # For the redis backend, ready means Redis answers it too.
@@ -41,7 +41,7 @@ echo "|---|$(printf -- '---|%.0s' "${backends[@]}")"
 for round in 1 2 3; do
   row="| $round |"
   for backend in "${backends[@]}"; do
-    target/release/turnstile-load run --scenario loadtest/redis-check.toml \
+    target/dist/turnstile-load run --scenario loadtest/redis-check.toml \
       --target "${url[$backend]}" --json "$result" --quiet >/dev/null
     rate=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['throughput']))" "$result")
     rates[$backend]+="$rate "

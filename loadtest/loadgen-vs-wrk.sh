@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
-cargo build --release -p turnstile-load >&2
-bin=target/release/turnstile-load
+cargo build --profile dist -p turnstile-load >&2
+bin=target/dist/turnstile-load
 source loadtest/lib.sh
 p=$(port)
 start server "$bin" serve-trivial --listen "127.0.0.1:$p"

@@ -4,7 +4,7 @@
 #   bash loadtest/profile-gateway.sh                # ~2 minutes; writes target/profile-gateway/
 #   POLICY=denied bash loadtest/profile-gateway.sh  # the same with nearly every request refused
 #
-# Builds with `--profile profiling` (release code with line tables), starts the bare route
+# Builds with `--profile profiling` (the dist build with line tables), starts the bare route
 # (`turnstile-load serve-trivial`) and the gateway on the concurrent backend with its defaults
 # and bench-peers.sh's all-allowed policy (or, with POLICY=denied, its 1/s burst 1), then drives each with the same closed-loop load as
 # bench-peers.sh (64 connections, 10,000 clients in X-Forwarded-For):

@@ -15,6 +15,7 @@
 //! - [`compare`]: every backend under one scenario, and the shard/work sweep.
 //! - [`report`]: Markdown and HTML (inline SVG) reports.
 //! - [`tables`]: `turnstile-load report …`, the benchmark scripts' Markdown tables.
+//! - [`trivial`]: `serve-trivial`, the bare and mirrored baselines the benchmarks compare to.
 //!
 //! # Invariants
 //!
@@ -31,3 +32,4 @@ pub mod result;
 pub mod scenario;
 pub mod tables;
 pub mod traffic;
+pub mod trivial;

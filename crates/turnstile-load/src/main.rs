@@ -100,11 +100,19 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Serve a bare axum route (`GET /` → 200 "ok"): the baseline for measuring the generator.
+    /// Serve a bare axum route (`GET /` → 200 "ok"): the baseline for measuring the generator
+    /// and the gateway; or, with `--mirror`, one captured answer of another server.
     ServeTrivial {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: std::net::SocketAddr,
+        /// Answer every request with the bytes of one answer of this URL (e.g. a gateway's
+        /// denied route), captured at start: the cost of writing that response, no decision.
+        #[arg(long)]
+        mirror: Option<String>,
+        /// The status of the answer `--mirror` captures (requests are sent until one has it).
+        #[arg(long, default_value_t = 429, requires = "mirror")]
+        mirror_status: u16,
     },
     /// Print a Markdown table of docs/BENCHMARKS.md from a benchmark script's raw output.
     #[command(subcommand)]
@@ -198,6 +206,9 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
             };
             let result = engine::run_spread(&scenario, &targets, &options).await?;
             print!("{}", result.table());
+            for warning in result.setup_warnings(&scenario.traffic) {
+                eprintln!("turnstile-load: warning: {warning}");
+            }
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&result)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -238,11 +249,25 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
             println!("report written to {}", out.display());
             Ok(())
         }
-        Command::ServeTrivial { listen } => {
-            let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        Command::ServeTrivial {
+            listen,
+            mirror,
+            mirror_status,
+        } => {
+            let mirror = match mirror {
+                Some(url) => {
+                    let status = axum::http::StatusCode::from_u16(mirror_status)
+                        .context("--mirror-status")?;
+                    Some(turnstile_load::trivial::capture(&url, status).await?)
+                }
+                None => None,
+            };
             let listener = tokio::net::TcpListener::bind(listen).await?;
-            eprintln!("serving GET / on {}", listener.local_addr()?);
-            axum::serve(listener, app).await?;
+            match &mirror {
+                Some(_) => eprintln!("serving the mirrored answer on {}", listener.local_addr()?),
+                None => eprintln!("serving GET / on {}", listener.local_addr()?),
+            }
+            turnstile_load::trivial::serve(listener, mirror).await?;
             Ok(())
         }
         Command::Report(report) => {

@@ -135,14 +135,45 @@ impl Latency {
 }
 
 impl RunResult {
+    /// Warnings about what a run's answers suggest was wrong with the setup, not the target.
+    ///
+    /// The gateway route identifies clients by `X-Forwarded-For` only from a trusted proxy; a
+    /// gateway that does not trust the generator counts every request against one client (the
+    /// generator's address), so a scenario meant to spread over many clients is mostly 429.
+    pub fn setup_warnings(&self, traffic: &crate::scenario::Traffic) -> Vec<String> {
+        use crate::scenario::{KeyDistribution, Route};
+        let spread = match traffic.keys {
+            KeyDistribution::Uniform { count } | KeyDistribution::Zipf { count, .. } => count,
+            KeyDistribution::Hot => 1,
+        };
+        let mostly_limited = self.requests > 0 && self.outcomes.limited * 2 > self.requests;
+        if traffic.route == Route::Gateway && spread > 1 && mostly_limited {
+            vec![format!(
+                "{:.0}% of answers were 429 although the traffic spreads over {spread} client addresses: \
+                 a gateway that does not trust this generator's X-Forwarded-For counts every request \
+                 against one client. Start it with TURNSTILE_TRUSTED_PROXIES='[\"127.0.0.1/32\"]' \
+                 (or the generator's address).",
+                100.0 * self.outcomes.limited as f64 / self.requests as f64
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// A human-readable summary.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "scenario {} against {} ({})",
-            self.scenario, self.label, self.target
-        );
+        // A run of `compare` is labelled by backend; a plain `run` by its URLs, which would
+        // repeat the target.
+        if self.label.is_empty() || self.label.contains(&self.target) {
+            let _ = writeln!(out, "scenario {} against {}", self.scenario, self.target);
+        } else {
+            let _ = writeln!(
+                out,
+                "scenario {} against {} ({})",
+                self.scenario, self.label, self.target
+            );
+        }
         let _ = writeln!(
             out,
             "  {} loop, {} connections, {:.1} s measured",

@@ -276,6 +276,14 @@ async fn an_unreachable_target_counts_connection_errors_instead_of_failing() {
     assert!(result.requests > 0);
     assert_eq!(result.outcomes.connection_errors, result.requests);
     assert_eq!(result.throughput, 0.0);
+    // `run` labels a run by its URL: the summary names the target once.
+    let labelled = RunOptions {
+        label: "http://127.0.0.1:9".into(),
+        ..RunOptions::default()
+    };
+    let result = run(&scenario, &target, &labelled).await.unwrap();
+    let heading = result.table().lines().next().unwrap_or_default().to_owned();
+    assert_eq!(heading, "scenario down against http://127.0.0.1:9");
 }
 
 #[test]
@@ -423,4 +431,44 @@ async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors()
         comparison.runs[0].outcomes.limited,
         comparison.runs[0].requests
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_does_not_trust_the_generator_is_warned_about() {
+    // 2,000 client addresses in X-Forwarded-For for 1 s: at the few thousand requests this
+    // reaches, no one of them nears the default policy's burst of 50, unless the gateway
+    // ignores the header and counts everything against 127.0.0.1 (then ~150 pass).
+    let scenario = scenario(
+        "name = \"spread-clients\"\nmode = \"closed\"\nconnections = 4\nduration = \"1s\"\nwarmup = \"0s\"\n[traffic]\nroute = \"gateway\"\nkeys = { distribution = \"uniform\", count = 2000 }",
+    );
+    let mut warnings = Vec::new();
+    for trusted in [false, true] {
+        let config = turnstile_gateway::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            trusted_proxies: if trusted {
+                vec!["127.0.0.1/32".parse().unwrap()]
+            } else {
+                Vec::new()
+            },
+            ..turnstile_gateway::Config::default()
+        };
+        let gateway = turnstile_gateway::testing::spawn(config).unwrap();
+        let target = Target::parse(&format!("http://{}", gateway.address))
+            .await
+            .unwrap();
+        let result = run(&scenario, &target, &RunOptions::default())
+            .await
+            .unwrap();
+        warnings.push(result.setup_warnings(&scenario.traffic));
+        tokio::task::spawn_blocking(move || gateway.stop())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(warnings[0].len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0][0].contains("TURNSTILE_TRUSTED_PROXIES"),
+        "{warnings:?}"
+    );
+    assert!(warnings[1].is_empty(), "{warnings:?}");
 }

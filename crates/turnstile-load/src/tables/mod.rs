@@ -11,6 +11,8 @@
 //!   HTTP, per backend (`report rls FILE`).
 //! - [`proxy`]: `bench-proxy.sh`'s results: Turnstile's reverse proxy next to nginx
 //!   `limit_req` + `proxy_pass` and the upstream alone (`report proxy FILE`).
+//! - [`wrk`]: `bench-wrk.sh`'s results: the gateway route's server CPU per request by wrk and
+//!   by turnstile-load, as ratios to the bare route (`report wrk FILE`).
 //!
 //! The scripts only drive external programs (servers, load, `cargo bench`, `perf`); everything
 //! that turns their output into figures lives here, with tests that pin the exact text.
@@ -22,6 +24,7 @@ pub mod peers;
 pub mod profile;
 pub mod proxy;
 pub mod rls;
+pub mod wrk;
 
 use std::path::{Path, PathBuf};
 
@@ -111,6 +114,12 @@ pub enum Report {
         /// The results, e.g. target/bench-proxy/results.jsonl.
         file: PathBuf,
     },
+    /// `bench-wrk.sh`'s results (JSON lines): the gateway route's server CPU per request by
+    /// wrk and by turnstile-load, as ratios to the bare route.
+    Wrk {
+        /// The results, e.g. target/bench-wrk/results.jsonl.
+        file: PathBuf,
+    },
 }
 
 impl Report {
@@ -122,6 +131,7 @@ impl Report {
             Self::Profile { file } => profile::summary(&read(file)?),
             Self::Rls { file } => rls::table(&String::from_utf8_lossy(&read(file)?)),
             Self::Proxy { file } => proxy::table(&String::from_utf8_lossy(&read(file)?)),
+            Self::Wrk { file } => wrk::table(&String::from_utf8_lossy(&read(file)?)),
         }
     }
 }
