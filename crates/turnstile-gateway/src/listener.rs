@@ -1,5 +1,5 @@
 //! The HTTP listeners' accept loop (the main one and the admin API): every connection served
-//! by hyper-util with a header-read timeout, at most a cap of connections open at once, and a
+//! by hyper-util, closed when idle past a header-read timeout, at most a cap of connections open at once, and a
 //! graceful drain on shutdown. (The gRPC listener's counterpart is `rls::grpc`'s.)
 //!
 //! # Why by hand
@@ -9,12 +9,16 @@
 //! slowloris connections exhaust a 1,024-descriptor limit until even `/healthz` cannot connect.
 //! This loop is axum's (hyper-util's `auto` builder, `TowerToHyperService`, graceful shutdown)
 //! with those two added, and the refusal of an idle connection when the cap is reached.
+//! hyper's own header-read timer is not used: it arms a tokio timer for every request on a
+//! kept-alive connection, 0.6-0.8 µs of CPU per request measured by wrk; one sweep task per
+//! listener ([`expire_idle`]) closes the connections idle too long instead.
 //!
 //! # Invariants
 //!
-//! - A connection waiting longer than `header_read_timeout` for a request's headers (the first,
-//!   or the next on a kept-alive connection) is closed: hyper's timer, which starts when the
-//!   connection begins waiting for a request.
+//! - A connection with no request in progress for longer than `header_read_timeout` (waiting
+//!   for its first request's headers, for the rest of a half-sent head, or idle between
+//!   kept-alive requests) is closed. A request is in progress from its head until the last
+//!   byte of its response body is written, so a long streaming response is never cut.
 //! - At most `max_connections` are open (less, when the descriptor limit is lower; see
 //!   [`connection_cap`]). A new connection at the cap closes the one that has been idle longest
 //!   (no request in progress) to make room; with none idle, the new one is closed. Both are
@@ -56,6 +60,9 @@ use crate::metrics::Metrics;
 /// upstream's, files, the admin and gRPC listeners).
 const RESERVED_DESCRIPTORS: u64 = 64;
 
+/// The shortest period of the idle-connection sweep (for very short header-read timeouts).
+const EXPIRY_MIN_PERIOD: Duration = Duration::from_millis(10);
+
 /// How long accepting pauses after an error (out of descriptors, usually).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
@@ -95,12 +102,16 @@ pub(crate) fn connection_cap(max_connections: usize) -> usize {
 
 /// What one open connection is doing, for choosing which idle one to close.
 struct Activity {
-    /// Requests in progress (their handler has not answered yet).
+    /// Requests in progress: from the call of the service until their response body is
+    /// written (or dropped).
     active: AtomicUsize,
-    /// When the last request arrived or was answered, in ms since the listener started.
+    /// When the connection opened or its last response ended, in ms since the listener
+    /// started.
     last_ms: AtomicU64,
     /// Tells the connection to close once its response in progress (if any) is written.
     close: Notify,
+    /// Tells the connection to close at once: idle past `header_read_timeout`.
+    expire: Notify,
     /// Cancelled when the shutdown grace is over (cloned once per connection, so a request
     /// that waits clones it from here without touching the listener).
     grace_over: CancellationToken,
@@ -162,6 +173,11 @@ pub(crate) async fn serve<S>(
 {
     let started = Instant::now();
     let registry = Arc::new(Registry::default());
+    let expiry = tokio::spawn(expire_idle(
+        Arc::clone(&registry),
+        limits.header_read_timeout,
+        started,
+    ));
     // Every connection task holds a receiver: the drain ends when the last one is dropped.
     let (drained_tx, drained_rx) = tokio::sync::watch::channel(());
     let mut next_id = 0_u64;
@@ -200,6 +216,7 @@ pub(crate) async fn serve<S>(
             active: AtomicUsize::new(0),
             last_ms: AtomicU64::new(elapsed_ms(started)),
             close: Notify::new(),
+            expire: Notify::new(),
             grace_over: grace_over.clone(),
         });
         registry.lock().insert(id, Arc::clone(&activity));
@@ -218,10 +235,13 @@ pub(crate) async fn serve<S>(
         let drained = drained_rx.clone();
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
+            // No hyper header-read timer: it arms a timer for every request on a kept-alive
+            // connection (0.6-0.8 µs of CPU per request by wrk, docs/BENCHMARKS.md);
+            // `expire_idle` does the same job with one task for every connection.
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
+                .header_read_timeout(None);
             builder.http2().timer(TokioTimer::new());
             let mut connection = std::pin::pin!(builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
@@ -236,6 +256,8 @@ pub(crate) async fn serve<S>(
                         }
                         break;
                     }
+                    // Idle past the header-read timeout: nothing in progress to finish.
+                    () = activity.expire.notified() => break,
                     // Closing finishes the response in progress, if any, then closes.
                     () = activity.close.notified(), if !closing => {
                         closing = true;
@@ -257,6 +279,7 @@ pub(crate) async fn serve<S>(
     drop(listener);
     drop(drained_rx);
     drained_tx.closed().await;
+    expiry.abort();
 }
 
 fn elapsed_ms(started: Instant) -> u64 {
@@ -289,21 +312,19 @@ where
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
         self.activity.active.fetch_add(1, Ordering::Relaxed);
-        self.activity
-            .last_ms
-            .store(elapsed_ms(self.started), Ordering::Relaxed);
         TrackedFuture {
             inner: self.inner.call(request),
             grace_over: None,
-            done: Done {
+            done: Some(Done {
                 activity: Arc::clone(&self.activity),
                 started: self.started,
-            },
+            }),
         }
     }
 }
 
-/// Marks the request done when its answer is ready, or when it is dropped unanswered.
+/// Marks the request done when its response body has been written (the body holds it), or
+/// when it is dropped unanswered.
 struct Done {
     activity: Arc<Activity>,
     started: Instant,
@@ -311,10 +332,61 @@ struct Done {
 
 impl Drop for Done {
     fn drop(&mut self) {
+        // The time first: a sweep that sees no request in progress sees this one's end.
         self.activity
             .last_ms
             .store(elapsed_ms(self.started), Ordering::Relaxed);
-        self.activity.active.fetch_sub(1, Ordering::Relaxed);
+        self.activity.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A response body that keeps its request in progress until it is written or dropped.
+struct TrackedBody {
+    inner: Body,
+    _done: Option<Done>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `response` with its body holding `done`.
+fn tracked(response: Response, done: Option<Done>) -> Response {
+    response.map(|inner| Body::new(TrackedBody { inner, _done: done }))
+}
+
+/// Closes the connections idle past `timeout`: checked every quarter of it, so one is closed
+/// between `timeout` and 1.25 × `timeout` after its last response (or its opening).
+async fn expire_idle(registry: Arc<Registry>, timeout: Duration, started: Instant) {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut ticks = tokio::time::interval((timeout / 4).max(EXPIRY_MIN_PERIOD));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now_ms = elapsed_ms(started);
+        for activity in registry.lock().values() {
+            let idle = activity.active.load(Ordering::Acquire) == 0
+                && now_ms.saturating_sub(activity.last_ms.load(Ordering::Relaxed)) >= timeout_ms;
+            if idle {
+                activity.expire.notify_one();
+            }
+        }
     }
 }
 
@@ -327,7 +399,8 @@ pin_project_lite::pin_project! {
         // on the in-process backends) never touches the token.
         #[pin]
         grace_over: Option<WaitForCancellationFutureOwned>,
-        done: Done,
+        // Handed to the response body when the answer is ready.
+        done: Option<Done>,
     }
 }
 
@@ -339,17 +412,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Poll::Ready(answer) = this.inner.poll(cx) {
-            return Poll::Ready(answer);
+        if let Poll::Ready(Ok(response)) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(tracked(response, this.done.take())));
         }
         if this.grace_over.is_none() {
-            let grace_over = this.done.activity.grace_over.clone().cancelled_owned();
+            let Some(done) = this.done.as_ref() else {
+                return Poll::Pending;
+            };
+            let grace_over = done.activity.grace_over.clone().cancelled_owned();
             this.grace_over.set(Some(grace_over));
         }
         match this.grace_over.as_pin_mut().map(|grace| grace.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Ok(axum::response::IntoResponse::into_response(
-                ApiError::ShuttingDown,
-            ))),
+            Some(Poll::Ready(())) => {
+                let response = axum::response::IntoResponse::into_response(ApiError::ShuttingDown);
+                Poll::Ready(Ok(tracked(response, this.done.take())))
+            }
             _ => Poll::Pending,
         }
     }
@@ -366,6 +443,7 @@ mod tests {
             active: AtomicUsize::new(active),
             last_ms: AtomicU64::new(last_ms),
             close: Notify::new(),
+            expire: Notify::new(),
             grace_over: CancellationToken::new(),
         })
     }
@@ -391,5 +469,61 @@ mod tests {
             !registry.close_longest_idle(),
             "a busy connection is never chosen"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_response_streaming_past_the_header_read_timeout_is_not_cut_while_idle_ones_are() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Eight chunks 100 ms apart: the response takes four times the header-read timeout.
+        let app = axum::Router::new().route(
+            "/stream",
+            axum::routing::get(|| async {
+                let chunks = futures_util::stream::unfold(0_u8, |sent| async move {
+                    if sent == 8 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Ok::<_, std::io::Error>(vec![b'x'; 1000]), sent + 1))
+                });
+                Body::from_stream(chunks)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stopping = CancellationToken::new();
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_millis(200),
+            max_connections: 16,
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            None,
+            stopping.clone(),
+            CancellationToken::new(),
+        ));
+        let mut idle = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut streaming = tokio::net::TcpStream::connect(address).await.unwrap();
+        streaming
+            .write_all(b"GET /stream HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), streaming.read_to_end(&mut answer))
+            .await
+            .expect("the stream ends")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert_eq!(text.matches('x').count(), 8000, "the body was cut short");
+        // Meanwhile the connection that never sent anything was closed.
+        let mut byte = [0_u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut byte))
+            .await
+            .expect("closed, not left open");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        stopping.cancel();
+        server.await.unwrap();
     }
 }
