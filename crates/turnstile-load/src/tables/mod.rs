@@ -180,6 +180,13 @@ fn spread(values: &[f64]) -> (f64, f64) {
         })
 }
 
+/// `median (min-max)` of `values` with two decimals, e.g. `1.05 (1.00-1.10)`; `None` when empty.
+fn median_and_spread(values: &[f64]) -> Option<String> {
+    let median = median(values)?;
+    let (low, high) = spread(values);
+    Some(format!("{median:.2} ({low:.2}-{high:.2})"))
+}
+
 /// `value` rounded to a whole number, with a comma between groups of three digits: 113,064.
 fn grouped(value: f64) -> String {
     let whole = format!("{value:.0}");

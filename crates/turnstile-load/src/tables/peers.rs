@@ -18,7 +18,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
-use super::{TableError, grouped, median, percent, runs, spread};
+use super::{TableError, grouped, median, median_and_spread, percent, runs, spread};
 
 /// The contenders, in the order of the table's rows (those with no results are left out).
 const TARGETS: [&str; 5] = ["actor", "sharded", "concurrent", "tower_governor", "nginx"];
@@ -199,13 +199,7 @@ fn ratio(value: f64, base: f64, measure: &'static str, round: u32) -> Result<f64
 
 /// `median (min-max)`, or `-` when there is nothing to show.
 fn ratio_cell(values: &[f64]) -> String {
-    match median(values) {
-        None => "-".to_owned(),
-        Some(median) => {
-            let (low, high) = spread(values);
-            format!("{median:.2} ({low:.2}-{high:.2})")
-        }
-    }
+    median_and_spread(values).unwrap_or_else(|| "-".to_owned())
 }
 
 #[cfg(test)]

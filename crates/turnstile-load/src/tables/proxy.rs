@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
-use super::{TableError, grouped, median, spread};
+use super::{TableError, grouped, median, median_and_spread};
 
 const TRAFFIC: [&str; 2] = ["allowed", "denied"];
 const TARGETS: [&str; 3] = ["upstream", "nginx", "turnstile"];
@@ -69,11 +69,8 @@ pub fn table(results: &str) -> Result<String, TableError> {
                     (field(peer) > 0.0).then(|| field(run) / field(peer))
                 })
                 .collect();
-            match median(&ratios) {
-                Some(ratio) if TARGETS[*target] == "turnstile" => {
-                    let (low, high) = spread(&ratios);
-                    format!("{ratio:.2} ({low:.2}-{high:.2})")
-                }
+            match median_and_spread(&ratios) {
+                Some(cell) if TARGETS[*target] == "turnstile" => cell,
                 _ => "–".to_owned(),
             }
         };

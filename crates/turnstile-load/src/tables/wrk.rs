@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
-use super::{TableError, grouped, median, spread};
+use super::{TableError, grouped, median, median_and_spread};
 
 const YARDSTICKS: [&str; 3] = ["wrk-c32", "wrk-c64", "turnstile-load-c64"];
 const TARGETS: [&str; 4] = ["bare", "mirror", "allowed", "denied"];
@@ -55,13 +55,7 @@ pub fn table(results: &str) -> Result<String, TableError> {
                         .then(|| run.cpu_us_per_request / peer.cpu_us_per_request)
                 })
                 .collect();
-            match median(&ratios) {
-                Some(ratio) => {
-                    let (low, high) = spread(&ratios);
-                    format!("{ratio:.2} ({low:.2}-{high:.2})")
-                }
-                None => "–".to_owned(),
-            }
+            median_and_spread(&ratios).unwrap_or_else(|| "–".to_owned())
         };
         let versus_bare = if *target == 0 {
             "–".to_owned()
