@@ -117,6 +117,16 @@ struct Activity {
     grace_over: CancellationToken,
 }
 
+impl Activity {
+    /// When the connection last had a request in progress (its opening or its last response's
+    /// end, ms since the listener started); `None` while one is.
+    fn idle_since(&self) -> Option<u64> {
+        // Acquire pairs with `Done`'s Release: seeing no request in progress, this sees the
+        // time its last one ended.
+        (self.active.load(Ordering::Acquire) == 0).then(|| self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// The open connections.
 #[derive(Default)]
 struct Registry {
@@ -140,10 +150,10 @@ impl Registry {
         // Ties (the same millisecond) go to the older connection: ids are given in order.
         let idle = connections
             .iter()
-            .filter(|(_, activity)| activity.active.load(Ordering::Relaxed) == 0)
-            .min_by_key(|(id, activity)| (activity.last_ms.load(Ordering::Relaxed), **id));
+            .filter_map(|(id, activity)| Some((activity.idle_since()?, *id, activity)))
+            .min_by_key(|(since, id, _)| (*since, *id));
         match idle {
-            Some((_, activity)) => {
+            Some((_, _, activity)) => {
                 activity.close.notify_one();
                 true
             }
@@ -381,9 +391,10 @@ async fn expire_idle(registry: Arc<Registry>, timeout: Duration, started: Instan
         ticks.tick().await;
         let now_ms = elapsed_ms(started);
         for activity in registry.lock().values() {
-            let idle = activity.active.load(Ordering::Acquire) == 0
-                && now_ms.saturating_sub(activity.last_ms.load(Ordering::Relaxed)) >= timeout_ms;
-            if idle {
+            let expired = activity
+                .idle_since()
+                .is_some_and(|since| now_ms.saturating_sub(since) >= timeout_ms);
+            if expired {
                 activity.expire.notify_one();
             }
         }
