@@ -165,6 +165,19 @@ async fn ready(client: &reqwest::Client, gateway: &RunningGateway) -> bool {
         .is_ok_and(|response| response.status().is_success())
 }
 
+/// Polls `/readyz` until the gateway says it is ready (for the redis backend: it reaches Redis).
+async fn until_ready(
+    client: &reqwest::Client,
+    gateway: &RunningGateway,
+    what: &str,
+    within: Duration,
+) {
+    wait_until(what, within, || async {
+        ready(client, gateway).await.then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(has_redis_server),
@@ -178,10 +191,11 @@ async fn a_redis_outage_is_answered_per_the_failure_mode_and_recovered_without_a
     let gateway = start_gateway(&gateway_config(&redis.url(), "300ms"));
     let metrics = std::sync::Arc::clone(gateway.state());
     let client = http_client();
-    wait_until(
+    until_ready(
+        &client,
+        &gateway,
         "the gateway to reach Redis",
         Duration::from_secs(30),
-        || async { ready(&client, &gateway).await.then_some(()) },
     )
     .await;
     let (status, body) = check(&client, &gateway, "default").await;
@@ -279,9 +293,12 @@ policies = [{ value = "default" }, { value = "closed" }]
         },
     )
     .await;
-    wait_until("/readyz to recover", Duration::from_secs(15), || async {
-        ready(&client, &gateway).await.then_some(())
-    })
+    until_ready(
+        &client,
+        &gateway,
+        "/readyz to recover",
+        Duration::from_secs(15),
+    )
     .await;
 }
 
@@ -367,10 +384,11 @@ async fn a_redis_out_of_memory_drops_checks_but_readiness_does_not_flap() {
     };
     let gateway = start_gateway(&gateway_config(&url, "2s"));
     let client = http_client();
-    wait_until(
+    until_ready(
+        &client,
+        &gateway,
         "the gateway to reach Redis",
         Duration::from_secs(30),
-        || async { ready(&client, &gateway).await.then_some(()) },
     )
     .await;
     // Every write refused with OOM from now on.

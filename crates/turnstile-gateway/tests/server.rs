@@ -142,15 +142,20 @@ async fn a_request_still_running_when_the_grace_ends_is_answered_503() {
         .unwrap();
 }
 
+/// Runs the binary as `configure` sets it up (no `TURNSTILE_CONFIG` inherited), asserts it
+/// refused to start with exit 2, and gives its stderr.
+fn refused_start(configure: impl FnOnce(&mut Command) -> &mut Command) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    command.env_remove("TURNSTILE_CONFIG");
+    let output = configure(&mut command).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
 #[test]
 fn the_binary_exits_with_a_message_naming_the_bad_field() {
-    let output = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .env("TURNSTILE_SHARDS", "lots")
-        .env_remove("TURNSTILE_CONFIG")
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    let stderr = refused_start(|command| command.env("TURNSTILE_SHARDS", "lots")).to_lowercase();
     assert!(
         stderr.contains("shards") && stderr.contains("lots"),
         "{stderr}"
@@ -167,12 +172,8 @@ fn the_binary_exits_with_a_message_naming_the_bad_field() {
         "{stderr}"
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .args(["--config", "/nonexistent/turnstile.toml"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+    let stderr = refused_start(|command| command.args(["--config", "/nonexistent/turnstile.toml"]));
+    assert!(stderr.contains("does not exist"), "{stderr}");
 
     // An address in use is a setting to fix: exit 2, naming which listener.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
@@ -180,13 +181,9 @@ fn the_binary_exits_with_a_message_naming_the_bad_field() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let free_address = free.local_addr().expect("its address").to_string();
     drop(free);
-    let output = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .args(["--listen", &free_address, "--rls-listen", &address])
-        .env_remove("TURNSTILE_CONFIG")
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(|command| {
+        command.args(["--listen", &free_address, "--rls-listen", &address])
+    });
     assert!(
         stderr.contains("`rls.listen`") && stderr.contains(&address),
         "{stderr}"
@@ -201,14 +198,11 @@ fn a_bad_rule_file_stops_start_up_with_exit_2_naming_file_line_and_path() {
         "domain: edge\ndescriptors:\n  - key: a\n    rate_limit:\n      unit: minute\n      request_per_unit: 5\n",
     )
     .expect("write the rule file");
-    let output = Command::new(env!("CARGO_BIN_EXE_turnstile"))
-        .args(["--listen", "127.0.0.1:0", "--rls-config"])
-        .arg(dir.path())
-        .env_remove("TURNSTILE_CONFIG")
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(|command| {
+        command
+            .args(["--listen", "127.0.0.1:0", "--rls-config"])
+            .arg(dir.path())
+    });
     assert!(
         stderr.contains("edge.yaml:6: descriptors[0].rate_limit.request_per_unit: unknown field"),
         "{stderr}"
