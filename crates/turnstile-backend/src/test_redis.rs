@@ -12,7 +12,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Where a Debian-style machine may keep `redis-server` beyond `PATH`.
@@ -24,7 +24,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 struct Shared {
     url: Option<String>,
     /// Kept open for the life of the process: closing it stops the server.
-    _lifeline: Option<Mutex<ChildStdin>>,
+    _lifeline: Option<ChildStdin>,
 }
 
 static REDIS: OnceLock<Shared> = OnceLock::new();
@@ -110,6 +110,6 @@ rm -rf "$dir""#;
     }
     Some(Shared {
         url: Some(format!("redis://{address}")),
-        _lifeline: Some(Mutex::new(lifeline)),
+        _lifeline: Some(lifeline),
     })
 }
