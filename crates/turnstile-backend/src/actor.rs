@@ -214,6 +214,7 @@ impl Backend for ActorBackend {
                 .collect(),
             escalations: status.escalations,
             pool: None,
+            redis: None,
         }
     }
 

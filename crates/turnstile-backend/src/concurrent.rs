@@ -35,14 +35,16 @@ pub(crate) struct ConcurrentTable {
     /// No key in the table expires before this (see `SweepSchedule`). Atomic so inserts can
     /// lower it with `fetch_min` without a lock.
     earliest_expiry_ns: AtomicU64,
-    evictions: EvictionReporter,
+    /// Where sweeps report what they removed (`None`: nowhere, for the redis backend's deny
+    /// cache, whose entries are not the backend's keys).
+    evictions: Option<EvictionReporter>,
 }
 
 impl ConcurrentTable {
     pub(crate) fn new(
         max_keys: usize,
         sweep_interval: std::time::Duration,
-        evictions: EvictionReporter,
+        evictions: Option<EvictionReporter>,
     ) -> Self {
         Self {
             states: DashMap::default(),
@@ -57,6 +59,59 @@ impl ConcurrentTable {
 
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn digester(&self) -> &KeyDigester {
+        &self.digester
+    }
+
+    /// The decision `policy` gives to a check of `cost` on the state stored for `digest`,
+    /// without storing anything, when that state denies *every* check (even one of cost 1);
+    /// `None` otherwise (absent, or some cost could be admitted).
+    ///
+    /// For a table of states held elsewhere (the redis backend's deny cache): while a state
+    /// denies every cost, nothing anywhere can be admitted, so nothing can move the state, and
+    /// the decision computed from it is exactly the one its owner would give.
+    pub(crate) fn denial_of_every_cost(
+        &self,
+        digest: u64,
+        policy: &Policy,
+        cost: u32,
+        now_ns: u64,
+    ) -> Option<Decision> {
+        let state = self.states.get(&digest)?.load(Ordering::Acquire);
+        if policy.check(state, now_ns, 1).ok()?.decision.allowed {
+            return None;
+        }
+        // A cost-1 denial implies the same for every larger cost (and peeks answer as cost 1).
+        let verdict = policy.check(state, now_ns, cost).ok()?;
+        (!verdict.decision.allowed).then_some(verdict.decision)
+    }
+
+    /// Raises the state stored for `digest` to at least `state` (never lowers it). A full
+    /// table with nothing expired keeps what it has: the caller loses a shortcut, not a
+    /// decision.
+    pub(crate) fn raise(&self, digest: u64, state: u64, now_ns: u64) {
+        if is_expired(state, now_ns) {
+            return;
+        }
+        if let Some(cell) = self.states.get(&digest) {
+            cell.fetch_max(state, Ordering::AcqRel);
+            return;
+        }
+        if self.reserve_slot(now_ns).is_err() {
+            return;
+        }
+        match self.states.entry(digest) {
+            Entry::Occupied(entry) => {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                entry.get().fetch_max(state, Ordering::AcqRel);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(AtomicU64::new(state));
+                self.earliest_expiry_ns.fetch_min(state, Ordering::AcqRel);
+            }
+        }
     }
 
     /// Decides and records one check. The clock is read while the key's shard lock is held, so
@@ -160,7 +215,9 @@ impl ConcurrentTable {
         self.len.fetch_sub(removed, Ordering::AcqRel);
         self.earliest_expiry_ns
             .fetch_min(earliest, Ordering::AcqRel);
-        self.evictions.record(removed);
+        if let Some(evictions) = &self.evictions {
+            evictions.record(removed);
+        }
         removed
     }
 }
@@ -207,10 +264,10 @@ impl ConcurrentBackend {
         let table = Arc::new(ConcurrentTable::new(
             config.max_keys,
             config.sweep_interval,
-            EvictionReporter {
+            Some(EvictionReporter {
                 backend: BackendKind::Concurrent,
                 observer: Arc::clone(&context.observer),
-            },
+            }),
         ));
         let sweeper = CancellationToken::new();
         tokio::spawn(sweep_periodically(
@@ -230,7 +287,8 @@ impl ConcurrentBackend {
     }
 }
 
-async fn sweep_periodically(
+/// Sweeps `table`'s expired keys every `every` until `stop`, or until the table is dropped.
+pub(crate) async fn sweep_periodically(
     table: Weak<ConcurrentTable>,
     clock: Arc<dyn Clock>,
     every: std::time::Duration,
@@ -313,6 +371,7 @@ impl Backend for ConcurrentBackend {
             children: Vec::new(),
             escalations: 0,
             pool: None,
+            redis: None,
         }
     }
 

@@ -28,8 +28,9 @@
 //! - `table`: the single-owner key table the actors use.
 //! - `state_key`: how `(policy, key)` becomes one table key without allocating.
 //! - [`SimulatedWork`]: optional per-check work, run inside whatever owns the state.
-//! - `redis_backend`: the redis backend and its script (`gcra.lua`), over `deadpool-redis`;
-//!   [`RedisConfig`] and [`RedisUrl`] (whose `Debug` hides the password).
+//! - `redis_backend`: the redis backend and its script (`gcra.lua`), over one multiplexed
+//!   connection to a Redis or a Redis Cluster, with the local deny cache; [`RedisConfig`],
+//!   [`RedisMode`] and [`RedisUrl`] (whose `Debug` hides the password).
 //! - `pool`: the deadpool-managed check workers in front of a backend ([`PoolConfig`]).
 //! - [`Faults`]: injected faults (poison a key, slow checks), tripped inside the state owner.
 //! - `status`: [`BackendStatus`], [`KillTarget`], and the [`BackendObserver`] of supervision
@@ -38,7 +39,8 @@
 //! # Invariants
 //!
 //! - Memory is bounded: no in-process backend ever holds more than `max_keys` keys (Redis
-//!   keys expire by `PX` when their state would be empty, so Redis holds live keys only). When the table is full
+//!   keys expire by `PX` when their state would be empty, so Redis holds live keys only; the
+//!   redis backend's local deny cache holds at most `max_keys` too). When the table is full
 //!   and nothing in it has expired, a new key is *refused* ([`CheckError::TableFull`], counted
 //!   as a drop) rather than evicting a live key: evicting would hand the evicted client a fresh
 //!   burst, and an attacker spraying keys could reset anyone's limit that way. Expired keys
@@ -74,12 +76,13 @@ pub use error::CheckError;
 pub use faults::{Faults, InjectedFault};
 pub use pool::PoolConfig;
 pub use redis_backend::{
-    PolicyNames, RedisClock, RedisConfig, RedisUrl, validate_policy as validate_redis_policy,
+    PolicyNames, RedisClock, RedisConfig, RedisMode, RedisUrl,
+    validate_policy as validate_redis_policy,
 };
 pub use state_key::MAX_KEY_LEN;
 pub use status::{
     BackendObserver, BackendState, BackendStatus, ChildStatus, IgnoreEvents, KillError, KillTarget,
-    PoolStatus,
+    PoolStatus, RedisStatus,
 };
 pub use turnstile_actor::{ExitReason, RestartType, Strategy, SupervisorConfig};
 pub use turnstile_actor::{FullPolicy, MailboxConfig};
@@ -191,7 +194,12 @@ pub fn build(
             Arc::new(actor::ActorBackend::start(config, config.shards, context))
         }
         BackendKind::Concurrent => Arc::new(concurrent::ConcurrentBackend::start(config, context)),
-        BackendKind::Redis => Arc::new(redis_backend::RedisBackend::start(&config.redis, context)?),
+        BackendKind::Redis => Arc::new(redis_backend::RedisBackend::start(
+            &config.redis,
+            config.max_keys,
+            config.sweep_interval,
+            context,
+        )?),
     };
     match config.pool {
         None => Ok(backend),

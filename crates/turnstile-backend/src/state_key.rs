@@ -74,6 +74,13 @@ impl KeyDigester {
     pub(crate) fn digest(&self, policy_id: u16, key: &[u8]) -> u64 {
         self.0.hash_one((policy_id, key))
     }
+
+    /// The digest of `key` in a keyspace named by bytes (the redis backend's local deny cache,
+    /// whose keyspaces are the policies' names, as in the Redis keys). Slices hash with their
+    /// length, so no two distinct pairs feed the hasher the same input.
+    pub(crate) fn digest_named(&self, keyspace: &[u8], key: &[u8]) -> u64 {
+        self.0.hash_one((keyspace, key))
+    }
 }
 
 /// Tables keyed by [`KeyDigester`] digests, which are already uniformly distributed: hashing

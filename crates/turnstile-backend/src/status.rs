@@ -18,6 +18,25 @@ pub struct BackendStatus {
     pub escalations: u64,
     /// The worker pool in front of the backend, if one is configured.
     pub pool: Option<PoolStatus>,
+    /// The redis backend's connection and local deny cache (`None` for the others).
+    pub redis: Option<RedisStatus>,
+}
+
+/// The redis backend's side of a [`BackendStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RedisStatus {
+    /// One Redis or a cluster.
+    pub mode: crate::RedisMode,
+    /// Checks allowed to wait on Redis at once (`redis.max_in_flight`).
+    pub max_in_flight: usize,
+    /// Checks waiting on Redis now (sent over the multiplexed connection, or about to be).
+    pub in_flight: usize,
+    /// Checks waiting for an in-flight slot now.
+    pub waiting: usize,
+    /// Keys in the local deny cache (`None`: the cache is off).
+    pub local_deny_cache_keys: Option<usize>,
+    /// Checks the local deny cache answered without Redis, since the backend started.
+    pub local_denials: u64,
 }
 
 /// A backend's serving state.

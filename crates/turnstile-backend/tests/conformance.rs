@@ -2,12 +2,13 @@
 //! Time comes from a `ManualClock` (decisions) and tokio's paused clock (simulated work), so
 //! nothing here depends on how fast or loaded the machine is.
 //!
-//! The redis backend joins every test that is about decisions, against a real Redis
-//! (`turnstile_backend::test_redis`: `REDIS_TEST_URL`, else a `redis-server` this process
-//! starts on loopback), with the manual clock passed into its script. Tests about in-process
-//! memory, sweeping and actors run the in-process backends only. With no Redis at all the
-//! redis variants are skipped with one notice, unless `REQUIRE_E2E_TOOLS=1` makes that a
-//! failure.
+//! The redis backend joins every test that is about decisions, three times: against a real
+//! Redis with its local deny cache (the default) and without it, and against a real Redis
+//! Cluster of three primaries (`turnstile_backend::test_redis`: `REDIS_TEST_URL` and
+//! `REDIS_CLUSTER_TEST_URL`, else `redis-server`s this process starts on loopback), with the
+//! manual clock passed into its script. Tests about in-process memory, sweeping and actors run
+//! the in-process backends only. With no Redis at all the redis variants are skipped with one
+//! notice, unless `REQUIRE_E2E_TOOLS=1` makes that a failure.
 
 // Test code: a panic is how a failure is reported. The lints guard the request path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,50 +21,73 @@ use std::time::Duration;
 use proptest::prelude::*;
 use turnstile_backend::{
     Backend, BackendConfig, BackendKind, BuildContext, CheckError, MailboxConfig, PoolConfig,
-    RedisClock, RedisConfig, SimulatedWork, WorkKind, build, shard_for,
+    RedisClock, RedisConfig, RedisMode, SimulatedWork, WorkKind, build, shard_for,
 };
 use turnstile_core::{Clock, Decision, ManualClock, Policy};
 
 const MS: Duration = Duration::from_millis(1);
 
-/// The test Redis, if there is one (see the module docs).
-fn redis_url() -> Option<String> {
-    turnstile_backend::test_redis::url()
-}
-
-/// Every backend kind this run can test: the in-process ones, and redis if there is one.
-fn kinds() -> Vec<BackendKind> {
-    let mut kinds = BackendKind::IN_PROCESS.to_vec();
-    if redis_url().is_some() {
-        kinds.push(BackendKind::Redis);
-    }
-    kinds
-}
-
+/// An in-process backend's configuration for these tests.
 fn config(kind: BackendKind) -> BackendConfig {
-    // Every redis backend built here writes under its own prefix, so tests running at once
-    // in one Redis never see each other's keys.
-    static NEXT_PREFIX: AtomicU64 = AtomicU64::new(0);
-    let redis = match redis_url() {
-        Some(url) if kind == BackendKind::Redis => RedisConfig {
-            url: url.into(),
-            key_prefix: format!(
-                "conformance:{}:{}:",
-                std::process::id(),
-                NEXT_PREFIX.fetch_add(1, Ordering::Relaxed)
-            ),
-            clock: RedisClock::Injected,
-            ..RedisConfig::default()
-        },
-        _ => RedisConfig::default(),
-    };
     BackendConfig {
         kind,
         shards: 16,
         mailbox: MailboxConfig::bounded(4096),
-        redis,
         ..BackendConfig::default()
     }
+}
+
+/// A redis backend on `url` in `mode`, on the injected clock, under a prefix of its own (so
+/// tests running at once in one Redis never see each other's keys).
+fn redis_config(url: String, mode: RedisMode, local_deny_cache: bool) -> BackendConfig {
+    BackendConfig {
+        redis: RedisConfig {
+            url: url.into(),
+            mode,
+            key_prefix: fresh_prefix(),
+            clock: RedisClock::Injected,
+            local_deny_cache,
+            ..RedisConfig::default()
+        },
+        ..config(BackendKind::Redis)
+    }
+}
+
+/// A Redis key prefix no other backend of this process uses. (No hash tag: in a cluster the
+/// keys spread over every primary.)
+fn fresh_prefix() -> String {
+    static NEXT_PREFIX: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "conformance:{}:{}:",
+        std::process::id(),
+        NEXT_PREFIX.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Every backend this run can test, named: the in-process ones, and the redis variants whose
+/// Redis is there (see the module docs).
+fn subjects() -> Vec<(String, BackendConfig)> {
+    let mut subjects: Vec<_> = BackendKind::IN_PROCESS
+        .into_iter()
+        .map(|kind| (kind.to_string(), config(kind)))
+        .collect();
+    if let Some(url) = turnstile_backend::test_redis::url() {
+        subjects.push((
+            "redis".into(),
+            redis_config(url.clone(), RedisMode::Standalone, true),
+        ));
+        subjects.push((
+            "redis (no deny cache)".into(),
+            redis_config(url, RedisMode::Standalone, false),
+        ));
+    }
+    if let Some(url) = turnstile_backend::test_redis::cluster_url() {
+        subjects.push((
+            "redis cluster".into(),
+            redis_config(url, RedisMode::Cluster, true),
+        ));
+    }
+    subjects
 }
 
 /// Waits (real time, generously) for a backend to report ready: the redis backend is ready
@@ -80,24 +104,20 @@ async fn until_ready(backend: &Arc<dyn Backend>) {
 
 /// Every backend, bare and behind a check pool: the pool must not change a single decision.
 fn variants() -> Vec<(String, BackendConfig)> {
-    kinds()
+    subjects()
         .into_iter()
-        .flat_map(|kind| {
-            let bare = config(kind);
-            let pooled = BackendConfig {
+        .flat_map(|(name, bare)| {
+            let mut pooled = BackendConfig {
                 pool: Some(PoolConfig {
                     size: 4,
                     wait_timeout: Duration::from_secs(5),
                 }),
-                ..config(kind)
+                ..bare.clone()
             };
-            [(kind.to_string(), bare), (format!("{kind}+pool"), pooled)]
+            pooled.redis.key_prefix = fresh_prefix();
+            [(format!("{name}+pool"), pooled), (name, bare)]
         })
         .collect()
-}
-
-fn start(kind: BackendKind, clock: &Arc<ManualClock>) -> Arc<dyn Backend> {
-    start_with(config(kind), clock)
 }
 
 fn start_with(config: BackendConfig, clock: &Arc<ManualClock>) -> Arc<dyn Backend> {
@@ -258,9 +278,9 @@ proptest! {
 async fn a_key_has_independent_state_under_each_policy() {
     let strict = Policy::new(0, 1, Duration::from_secs(60), 1).unwrap();
     let loose = Policy::new(1, 100, Duration::from_secs(1), 100).unwrap();
-    for kind in kinds() {
+    for (kind, config) in subjects() {
         let clock = Arc::new(ManualClock::default());
-        let backend = start(kind, &clock);
+        let backend = start_with(config, &clock);
         assert!(backend.check("alice", &strict, 1).await.unwrap().allowed);
         assert!(!backend.check("alice", &strict, 1).await.unwrap().allowed);
         assert!(
@@ -279,9 +299,9 @@ async fn a_key_has_independent_state_under_each_policy() {
 async fn invalid_checks_are_typed_errors_on_every_backend() {
     let policy = ten_per_second_burst_five();
     let long_key = "k".repeat(257);
-    for kind in kinds() {
+    for (kind, config) in subjects() {
         let clock = Arc::new(ManualClock::default());
-        let backend = start(kind, &clock);
+        let backend = start_with(config, &clock);
         assert_eq!(
             backend.check("", &policy, 1).await,
             Err(CheckError::EmptyKey)
@@ -298,7 +318,7 @@ async fn invalid_checks_are_typed_errors_on_every_backend() {
         // Errors and peeks store nothing. (Redis counts its whole database, refreshed by a
         // probe; its keys are checked directly in turnstile-e2e.)
         assert!(backend.check("peek", &policy, 0).await.unwrap().allowed);
-        if kind != BackendKind::Redis {
+        if backend.kind() != BackendKind::Redis {
             assert_eq!(backend.keys_tracked(), 1, "{kind}");
         }
         backend.shutdown().await;
@@ -493,9 +513,9 @@ async fn a_backlog_past_the_call_timeout_times_out() {
 #[tokio::test]
 async fn after_shutdown_every_backend_is_unavailable() {
     let policy = ten_per_second_burst_five();
-    for kind in kinds() {
+    for (kind, config) in subjects() {
         let clock = Arc::new(ManualClock::default());
-        let backend = start(kind, &clock);
+        let backend = start_with(config, &clock);
         until_ready(&backend).await;
         backend.shutdown().await;
         assert!(!backend.is_ready(), "{kind}");

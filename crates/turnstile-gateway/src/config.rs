@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use turnstile_backend::{
     BackendConfig, BackendKind, FullPolicy, MailboxConfig, PoolConfig, RedisClock, RedisConfig,
-    RedisUrl, RestartType, SimulatedWork, Strategy, SupervisorConfig,
+    RedisMode, RedisUrl, RestartType, SimulatedWork, Strategy, SupervisorConfig,
 };
 use turnstile_core::Policy;
 
@@ -98,9 +98,10 @@ pub struct Config {
     pub forward_auth: ForwardAuth,
     /// Named policies.
     pub policies: BTreeMap<String, PolicyConfig>,
-    /// The Redis the `redis` backend keeps its state in (`TURNSTILE_REDIS_URL`).
+    /// The Redis the `redis` backend keeps its state in (`TURNSTILE_REDIS_URL`); with
+    /// `redis.mode = "cluster"`, a comma-separated list of the cluster's seed nodes.
     pub redis_url: RedisUrl,
-    /// The `redis` backend's pool, timeouts and key prefix.
+    /// The `redis` backend's mode, bounds, timeouts, key prefix and local deny cache.
     pub redis: RedisSettings,
     /// Envoy's rate limit service (gRPC) and its envoyproxy/ratelimit rule files.
     pub rls: RlsSettings,
@@ -297,14 +298,16 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    /// `standalone` (one Redis) or `cluster` (a Redis Cluster; `redis_url` lists seed nodes).
+    pub mode: RedisMode,
     /// Prepended to every Redis key Turnstile writes.
     pub key_prefix: String,
-    /// Connections in the pool.
-    pub pool_size: usize,
+    /// Checks waiting on Redis at once (all pipelined over one multiplexed connection).
+    pub max_in_flight: usize,
     /// Longest wait to open a connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Longest wait for a free pooled connection (then a `timeout` drop).
+    /// Longest wait for an in-flight slot (then a `timeout` drop).
     #[serde(with = "humantime_serde")]
     pub wait_timeout: Duration,
     /// Longest wait for one check's answer (then a `timeout` drop).
@@ -313,6 +316,9 @@ pub struct RedisSettings {
     /// Where the script's "now" comes from: `server` (Redis `TIME`, one clock for every
     /// replica) or `injected` (the gateway's clock: for tests on a manual clock).
     pub clock: RedisClock,
+    /// Answer a denied key's further checks locally, without Redis, until its retry instant
+    /// (exact: they cannot be admitted anywhere sooner); holds at most `max_keys` keys.
+    pub local_deny_cache: bool,
 }
 
 /// Supervision of actors and pool workers (OTP's restart intensity and strategies).
@@ -479,12 +485,14 @@ impl Default for Config {
             routes: Vec::new(),
             redis_url: redis.url.clone(),
             redis: RedisSettings {
+                mode: redis.mode,
                 key_prefix: redis.key_prefix.clone(),
-                pool_size: redis.pool_size,
+                max_in_flight: redis.max_in_flight,
                 connect_timeout: redis.connect_timeout,
                 wait_timeout: redis.wait_timeout,
                 command_timeout: redis.command_timeout,
                 clock: redis.clock,
+                local_deny_cache: redis.local_deny_cache,
             },
         }
     }
@@ -877,12 +885,14 @@ impl Config {
             }),
             redis: RedisConfig {
                 url: self.redis_url.clone(),
+                mode: self.redis.mode,
                 key_prefix: self.redis.key_prefix.clone(),
-                pool_size: self.redis.pool_size,
+                max_in_flight: self.redis.max_in_flight,
                 connect_timeout: self.redis.connect_timeout,
                 wait_timeout: self.redis.wait_timeout,
                 command_timeout: self.redis.command_timeout,
                 clock: self.redis.clock,
+                local_deny_cache: self.redis.local_deny_cache,
                 // Named by the gateway's `PolicySet`, which owns the ids (and renames on a
                 // reload).
                 policy_names: Default::default(),

@@ -177,6 +177,15 @@ pub struct Metrics {
     rls_connections_refused: prometheus::IntCounter,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    /// The redis backend's gauges (no labels: one backend has them; reset like the others
+    /// when another backend is active).
+    redis_in_flight: IntGaugeVec,
+    redis_waiting: IntGaugeVec,
+    redis_deny_cache_keys: IntGaugeVec,
+    /// Follows the backend's own count of local denials (kept by the backend, so its hot path
+    /// never resolves a metric), brought up to date at each scrape under `scrape_sync`.
+    redis_local_denials: prometheus::IntCounter,
+    scrape_sync: std::sync::Mutex<()>,
 }
 
 fn counter(
@@ -276,7 +285,32 @@ impl Metrics {
             "Connections to the rate limit service's gRPC listener refused at its cap (max_connections).",
         )?;
         registry.register(Box::new(rls_connections_refused.clone()))?;
+        let redis_local_denials = prometheus::IntCounter::new(
+            "turnstile_redis_local_denials_total",
+            "Checks the redis backend's local deny cache denied without a Redis command.",
+        )?;
+        registry.register(Box::new(redis_local_denials.clone()))?;
         let metrics = Self {
+            redis_in_flight: gauge(
+                &registry,
+                "turnstile_redis_in_flight",
+                "Checks waiting on Redis now (at most redis.max_in_flight), over the multiplexed connection.",
+                &[],
+            )?,
+            redis_waiting: gauge(
+                &registry,
+                "turnstile_redis_waiting",
+                "Checks waiting for one of the redis.max_in_flight slots.",
+                &[],
+            )?,
+            redis_deny_cache_keys: gauge(
+                &registry,
+                "turnstile_redis_local_deny_cache_keys",
+                "Keys in the redis backend's local deny cache.",
+                &[],
+            )?,
+            redis_local_denials,
+            scrape_sync: std::sync::Mutex::new(()),
             open_connections,
             rls_connections_refused,
             connections_shed: counter(
@@ -696,6 +730,9 @@ impl Metrics {
             &self.pool_size,
             &self.pool_available,
             &self.pool_waiting,
+            &self.redis_in_flight,
+            &self.redis_waiting,
+            &self.redis_deny_cache_keys,
         ] {
             gauge.reset();
         }
@@ -721,6 +758,33 @@ impl Metrics {
             self.pool_waiting
                 .with_label_values(&[backend])
                 .set(clamp(pool.waiting));
+        }
+        if let Some(redis) = &status.redis {
+            self.redis_in_flight
+                .with_label_values::<&str>(&[])
+                .set(clamp(redis.in_flight));
+            self.redis_waiting
+                .with_label_values::<&str>(&[])
+                .set(clamp(redis.waiting));
+            if let Some(keys) = redis.local_deny_cache_keys {
+                self.redis_deny_cache_keys
+                    .with_label_values::<&str>(&[])
+                    .set(clamp(keys));
+            }
+            let _sync = self
+                .scrape_sync
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let counted = self.redis_local_denials.get();
+            if redis.local_denials >= counted {
+                self.redis_local_denials
+                    .inc_by(redis.local_denials - counted);
+            } else {
+                // A new redis backend (a run-time switch) counts from 0: a counter reset,
+                // which `rate()` and `increase()` handle.
+                self.redis_local_denials.reset();
+                self.redis_local_denials.inc_by(redis.local_denials);
+            }
         }
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;

@@ -162,10 +162,10 @@ fn a_bad_enum_value_names_the_field_and_the_valid_values() {
 fn the_readmes_environment_examples_load() {
     // README "Configuration reference" and line 3 of deploy/turnstile.example.toml.
     Jail::expect_with(|jail| {
-        jail.set_env("TURNSTILE_REDIS__POOL_SIZE", "64");
+        jail.set_env("TURNSTILE_REDIS__MAX_IN_FLIGHT", "64");
         jail.set_env("TURNSTILE_POLICIES__LOGIN", r#"{limit=10, period="1m"}"#);
         let config = Config::load(None, &no_flags()).expect("the README's examples load");
-        assert_eq!(config.redis.pool_size, 64);
+        assert_eq!(config.redis.max_in_flight, 64);
         assert_eq!(config.policies["login"].limit, 10);
         assert_eq!(
             config.policies["login"].period,
@@ -224,6 +224,61 @@ fn sizes_allocated_up_front_are_bounded() {
             );
             jail.set_env(variable, "1");
         }
+        Ok(())
+    });
+}
+
+#[test]
+fn redis_modes_and_bounds_are_validated_naming_the_setting() {
+    Jail::expect_with(|jail| {
+        let load = |jail: &mut Jail, toml: &str| {
+            jail.create_file("t.toml", &format!("backend = \"redis\"\n{toml}"))?;
+            Ok::<_, figment::Error>(Config::load(Some(Path::new("t.toml")), &no_flags()))
+        };
+        for (toml, named, problem) in [
+            (
+                "redis_url = \"redis://a:1,redis://b:2\"",
+                "redis_url",
+                "redis.mode = \"cluster\"",
+            ),
+            (
+                "redis_url = \"redis://:s3cret@a:1/3\"\n[redis]\nmode = \"cluster\"",
+                "redis_url",
+                "only database 0",
+            ),
+            (
+                "redis_url = \"redis://a:1, nope\"\n[redis]\nmode = \"cluster\"",
+                "redis_url",
+                "`nope` is not a Redis URL",
+            ),
+            ("[redis]\nmode = \"sentinel\"", "mode", "standalone"),
+            ("[redis]\nmax_in_flight = 0", "redis.max_in_flight", "at least 1"),
+            (
+                "[redis]\nmax_in_flight = 100000000",
+                "redis.max_in_flight",
+                "maximum of 65536",
+            ),
+            ("[redis]\npool_size = 32", "pool_size", "max_in_flight"),
+        ] {
+            let message = error_text(load(jail, toml)?);
+            assert!(
+                message.contains(named) && message.contains(problem),
+                "{toml}: {message}"
+            );
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+        let config = load(
+            jail,
+            "redis_url = \"redis://a:7000, redis://b:7000\"\n[redis]\nmode = \"cluster\"\nlocal_deny_cache = false",
+        )?
+        .expect("a cluster's seed list");
+        let backend = config.backend_config();
+        assert_eq!(backend.redis.mode, turnstile_backend::RedisMode::Cluster);
+        assert_eq!(
+            backend.redis.url.seeds().collect::<Vec<_>>(),
+            ["redis://a:7000", "redis://b:7000"]
+        );
+        assert!(!backend.redis.local_deny_cache);
         Ok(())
     });
 }

@@ -1,19 +1,37 @@
-//! The redis backend: the state lives in Redis, so every replica of the gateway shares one
-//! limit per key.
+//! The redis backend: the state lives in Redis (one server, or a Redis Cluster), so every
+//! replica of the gateway shares one limit per key.
 //!
 //! Each check is one `EVALSHA` of [`gcra.lua`](gcra.lua), the core's GCRA transcribed: read
 //! the key's TAT, decide, store the new TAT with a `PX` expiry at the moment its state would be
 //! empty again, all atomically inside Redis. "Now" is Redis's own `TIME`, so replicas with
-//! skewed clocks still agree. The script is loaded lazily: `EVALSHA`, and on `NOSCRIPT` (a
-//! fresh or restarted Redis) `SCRIPT LOAD` and again (`redis::Script` does exactly this).
+//! skewed clocks still agree. One check touches one key, so in a cluster it is one slot on one
+//! primary. The script is loaded lazily: `EVALSHA`, and on `NOSCRIPT` (a fresh, restarted or
+//! newly promoted Redis) `SCRIPT LOAD` and again (`redis::Script` does exactly this; in a
+//! cluster the load goes to every node).
 //!
-//! Connections come from a `deadpool-redis` pool with wait and connect timeouts; each command
-//! is bounded by `command_timeout`. A Redis error is a `backend_error` drop, a timeout a
-//! `timeout` drop, and both go through the policy's failure mode like any other drop. A
-//! background probe (`PING`, `DBSIZE`) keeps readiness and `keys_tracked` current, so `/readyz`
-//! answers 503 while Redis is unreachable, and nothing needs restarting when it comes back:
-//! dead connections are discarded on recycle and new ones are made on demand.
+//! # Layout
+//!
+//! - `connection`: the one multiplexed connection all checks share (pipelined; reconnecting
+//!   standalone, or slot-routed cluster), connected lazily, and the readiness probe's commands.
+//! - `deny_cache`: the exact local over-limit cache: denials answered without Redis.
+//! - `url`: [`RedisUrl`], whose `Debug` hides the password.
+//!
+//! # Bounds and failures
+//!
+//! At most `max_in_flight` checks wait on Redis at once; one more waits up to `wait_timeout`
+//! for a slot (then a `timeout` drop). Each check is bounded by `command_timeout` as a whole
+//! (slot, connection, retries and redirections included). A Redis error is a `backend_error`
+//! drop, a timeout a `timeout` drop, and both go through the policy's failure mode like any
+//! other drop. A background probe keeps readiness and `keys_tracked` current, so `/readyz`
+//! answers 503 while Redis is unreachable (standalone) or the cluster's state is not ok, and
+//! nothing needs restarting when it comes back.
+//!
+//! Sentinel is not supported: redis-rs's sentinel client resolves the primary when it opens a
+//! connection, and nothing would re-resolve it for a long-lived multiplexed connection after a
+//! failover; cluster mode covers the managed offerings.
 
+mod connection;
+mod deny_cache;
 mod url;
 
 use std::fmt;
@@ -22,16 +40,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use deadpool_redis::{Pool, PoolError, Runtime};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use turnstile_core::{Clock, Decision, Policy};
 
 use crate::faults::Faults;
 use crate::state_key::validate_key;
-use crate::status::{BackendState, BackendStatus, KillError, KillTarget, PoolStatus};
+use crate::status::{BackendState, BackendStatus, KillError, KillTarget, RedisStatus};
 use crate::{Backend, BackendKind, BoxFuture, BuildContext, BuildError, CheckError, CheckFuture};
 
+use connection::Connector;
+use deny_cache::DenyCache;
 pub use url::RedisUrl;
 
 /// The GCRA script, run atomically by Redis.
@@ -60,24 +80,53 @@ pub enum RedisClock {
     Injected,
 }
 
+/// What `redis_url` points at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis (`redis_url` is one URL).
+    #[default]
+    Standalone,
+    /// A Redis Cluster (`redis_url` is a comma-separated list of seed nodes; one is enough,
+    /// the others are tried when it is down).
+    Cluster,
+}
+
+impl RedisMode {
+    /// The mode's name, as configured.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
 /// The redis backend's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` (its `Debug` hides the password).
+    /// `redis://[user:password@]host:port[/db]`, or in cluster mode a comma-separated list of
+    /// seed nodes (its `Debug` hides the passwords).
     pub url: RedisUrl,
+    /// One Redis or a cluster.
+    pub mode: RedisMode,
     /// Prepended to every key this backend writes, so several deployments (or other data) can
     /// share one Redis.
     pub key_prefix: String,
-    /// Connections in the pool (each carries one command at a time).
-    pub pool_size: usize,
+    /// Checks waiting on Redis at once, over the one multiplexed connection (which pipelines
+    /// them): a bound on what a slow Redis can make this replica hold.
+    pub max_in_flight: usize,
     /// Longest wait to open a connection.
     pub connect_timeout: Duration,
-    /// Longest wait for a free pooled connection.
+    /// Longest wait for an in-flight slot.
     pub wait_timeout: Duration,
     /// Longest wait for one check's script to answer.
     pub command_timeout: Duration,
     /// Where "now" comes from.
     pub clock: RedisClock,
+    /// Answer a key's further denials locally until Redis's retry instant (see
+    /// `deny_cache`); bounded by the backend's `max_keys`.
+    pub local_deny_cache: bool,
     /// The name of policy id `i` at index `i`. Redis keys carry the policy's *name*, so
     /// replicas agree even while a rolling deploy adds a policy that shifts the ids; a policy
     /// with no name here is keyed by `#<id>`. Shared: the gateway renames in place when its
@@ -101,6 +150,19 @@ impl PolicyNames {
     pub fn set(&self, names: Vec<String>) {
         self.0.store(Arc::new(names));
     }
+
+    /// Calls `with` on the name `policy`'s keys carry in Redis: its configured name,
+    /// `rules` for descriptor rules' keyspace ([`Policy::RULES_KEYSPACE`], whose keys name the
+    /// rule themselves), or `#<id>` for a policy with no name.
+    fn with_keyspace<R>(&self, policy: &Policy, with: impl FnOnce(&[u8]) -> R) -> R {
+        if policy.id() == Policy::RULES_KEYSPACE {
+            return with(b"rules");
+        }
+        match self.0.load().get(usize::from(policy.id())) {
+            Some(name) => with(name.as_bytes()),
+            None => with(format!("#{}", policy.id()).as_bytes()),
+        }
+    }
 }
 
 impl fmt::Debug for PolicyNames {
@@ -121,32 +183,67 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: RedisUrl::from("redis://127.0.0.1:6379"),
+            mode: RedisMode::Standalone,
             key_prefix: "turnstile:".into(),
-            pool_size: 32,
+            max_in_flight: 1024,
             connect_timeout: Duration::from_secs(1),
             wait_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(500),
             clock: RedisClock::Server,
+            local_deny_cache: true,
             policy_names: PolicyNames::default(),
         }
     }
 }
 
 impl RedisConfig {
-    /// Checks the settings no pool can be built from.
+    /// The most checks `max_in_flight` may allow at once (each waits on one connection:
+    /// beyond this, a slow Redis would only pile up more waiting).
+    pub const MAX_IN_FLIGHT: usize = 65_536;
+
+    /// Checks the settings no connection can be made from.
     pub fn validate(&self) -> Result<(), BuildError> {
         let invalid = |field, problem: String| Err(BuildError::Redis { field, problem });
-        if let Err(error) = redis::IntoConnectionInfo::into_connection_info(self.url.expose()) {
+        let seeds: Vec<&str> = self.url.seeds().collect();
+        if self.mode == RedisMode::Standalone && seeds.len() > 1 {
             return invalid(
                 "redis_url",
                 format!(
-                    "`{}` is not a Redis URL (redis://host:port[/db]): {error}",
-                    self.url
+                    "`{}` is a list of {} URLs, which only `redis.mode = \"cluster\"` takes",
+                    self.url,
+                    seeds.len()
                 ),
             );
         }
-        if self.pool_size == 0 {
-            return invalid("redis.pool_size", "must be at least 1".into());
+        for seed in seeds {
+            // Quoted redacted: the URL may carry a password.
+            let shown = RedisUrl::from(seed);
+            match redis::IntoConnectionInfo::into_connection_info(seed) {
+                Err(error) => {
+                    return invalid(
+                        "redis_url",
+                        format!("`{shown}` is not a Redis URL (redis://host:port[/db]): {error}"),
+                    );
+                }
+                Ok(info) if self.mode == RedisMode::Cluster && info.redis_settings().db() != 0 => {
+                    return invalid(
+                        "redis_url",
+                        format!(
+                            "`{shown}` selects a database, and a Redis Cluster has only database 0"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+        if self.max_in_flight == 0 {
+            return invalid("redis.max_in_flight", "must be at least 1".into());
+        }
+        if self.max_in_flight > Self::MAX_IN_FLIGHT {
+            return invalid(
+                "redis.max_in_flight",
+                format!("{} is over the maximum of {}", self.max_in_flight, Self::MAX_IN_FLIGHT),
+            );
         }
         for (field, value) in [
             ("redis.connect_timeout", self.connect_timeout),
@@ -164,7 +261,8 @@ impl RedisConfig {
 /// What the readiness probe last saw.
 struct Health {
     reachable: AtomicBool,
-    /// `DBSIZE` of the selected database (Redis cannot count one prefix cheaply).
+    /// `DBSIZE` of the selected database, summed over the primaries of a cluster (Redis
+    /// cannot count one prefix cheaply).
     keys: AtomicUsize,
     /// When an error reply (OOM, READONLY...) was last logged: one line per
     /// [`REPLY_ERROR_LOG_INTERVAL`], not one per check.
@@ -190,7 +288,13 @@ impl Health {
 
 /// The Redis-backed backend.
 pub(crate) struct RedisBackend {
-    pool: Pool,
+    connector: Arc<Connector>,
+    /// One permit per check allowed to wait on Redis (`max_in_flight`).
+    in_flight: Semaphore,
+    max_in_flight: usize,
+    /// Checks waiting for a permit right now (for the status).
+    waiting: AtomicUsize,
+    wait_timeout: Duration,
     script: redis::Script,
     key_prefix: String,
     /// See [`RedisConfig::policy_names`].
@@ -198,6 +302,8 @@ pub(crate) struct RedisBackend {
     clock: Arc<dyn Clock>,
     clock_mode: RedisClock,
     command_timeout: Duration,
+    /// `None` when `local_deny_cache = false`.
+    deny_cache: Option<DenyCache>,
     faults: Arc<Faults>,
     health: Arc<Health>,
     stopped: AtomicBool,
@@ -206,24 +312,17 @@ pub(crate) struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// Builds the pool and starts the readiness probe (inside a tokio runtime). Connects
-    /// lazily: a Redis that is down at start-up makes the backend not ready, not unbuildable.
-    pub(crate) fn start(config: &RedisConfig, context: &BuildContext) -> Result<Self, BuildError> {
+    /// Prepares the connection and starts the readiness probe (inside a tokio runtime).
+    /// Connects lazily: a Redis that is down at start-up makes the backend not ready, not
+    /// unbuildable.
+    pub(crate) fn start(
+        config: &RedisConfig,
+        max_keys: usize,
+        sweep_interval: Duration,
+        context: &BuildContext,
+    ) -> Result<Self, BuildError> {
         config.validate()?;
-        let unusable = |error: String| BuildError::Redis {
-            field: "redis_url",
-            problem: error,
-        };
-        let pool = deadpool_redis::Config::from_url(config.url.expose())
-            .builder()
-            .map_err(|error| unusable(error.to_string()))?
-            .max_size(config.pool_size.max(1))
-            .wait_timeout(Some(config.wait_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.connect_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|error| unusable(error.to_string()))?;
+        let connector = Arc::new(Connector::new(config)?);
         let health = Arc::new(Health {
             reachable: AtomicBool::new(false),
             keys: AtomicUsize::new(0),
@@ -231,19 +330,26 @@ impl RedisBackend {
         });
         let probe = CancellationToken::new();
         tokio::spawn(probe_periodically(
-            pool.clone(),
+            Arc::clone(&connector),
             Arc::clone(&health),
             config.command_timeout,
             probe.clone(),
         ));
         Ok(Self {
-            pool,
+            connector,
+            in_flight: Semaphore::new(config.max_in_flight),
+            max_in_flight: config.max_in_flight,
+            waiting: AtomicUsize::new(0),
+            wait_timeout: config.wait_timeout,
             script: redis::Script::new(GCRA_LUA),
             key_prefix: config.key_prefix.clone(),
             policy_names: config.policy_names.clone(),
             clock: Arc::clone(&context.clock),
             clock_mode: config.clock,
             command_timeout: config.command_timeout,
+            deny_cache: config
+                .local_deny_cache
+                .then(|| DenyCache::start(max_keys, sweep_interval, Arc::clone(&context.clock))),
             faults: Arc::clone(&context.faults),
             health,
             stopped: AtomicBool::new(false),
@@ -252,25 +358,37 @@ impl RedisBackend {
     }
 
     /// `<prefix><policy name>:<key>`: readable in redis-cli, and the same on every replica
-    /// that names the policy the same way. Descriptor rules' keyspace
-    /// ([`Policy::RULES_KEYSPACE`]) is named `rules`: its keys name the rule themselves. (A network round trip follows; building the key in
+    /// that names the policy the same way. (A network round trip follows; building the key in
     /// a fresh buffer is not worth avoiding.)
     fn redis_key(&self, policy: &Policy, key: &str) -> Vec<u8> {
         let mut redis_key = Vec::with_capacity(self.key_prefix.len() + 24 + key.len());
         redis_key.extend_from_slice(self.key_prefix.as_bytes());
-        match self.policy_names.0.load().get(usize::from(policy.id())) {
-            _ if policy.id() == Policy::RULES_KEYSPACE => redis_key.extend_from_slice(b"rules"),
-            Some(name) => redis_key.extend_from_slice(name.as_bytes()),
-            None => redis_key.extend_from_slice(format!("#{}", policy.id()).as_bytes()),
-        }
+        self.policy_names
+            .with_keyspace(policy, |name| redis_key.extend_from_slice(name));
         redis_key.push(b':');
         redis_key.extend_from_slice(key.as_bytes());
         redis_key
     }
 
+    /// Takes an in-flight slot, waiting at most `wait_timeout`.
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, CheckError> {
+        if let Ok(permit) = self.in_flight.try_acquire() {
+            return Ok(permit);
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout(self.wait_timeout, self.in_flight.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match permit {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(CheckError::Unavailable),
+            Err(_elapsed) => Err(CheckError::Timeout),
+        }
+    }
+
     async fn decide(
         &self,
         redis_key: Vec<u8>,
+        cache_digest: Option<u64>,
         policy: &Policy,
         cost: u32,
     ) -> Result<Decision, CheckError> {
@@ -278,12 +396,12 @@ impl RedisBackend {
             // Refused at start-up by `validate_policy`; kept as a definite answer.
             return Err(CheckError::BackendError);
         };
+        // Read before the command leaves: Redis reads its own "now" later, so this instant
+        // plus the answer's `reset_after` is a lower bound on the key's TAT (`deny_cache`).
+        let sent_ns = self.clock.now_ns();
         let (now, expiry_slack_ms) = match self.clock_mode {
             RedisClock::Server => (String::new(), 0),
-            RedisClock::Injected => (
-                self.clock.now_ns().to_string(),
-                INJECTED_CLOCK_EXPIRY_SLACK_MS,
-            ),
+            RedisClock::Injected => (sent_ns.to_string(), INJECTED_CLOCK_EXPIRY_SLACK_MS),
         };
         let mut invocation = self.script.key(redis_key);
         invocation
@@ -298,12 +416,14 @@ impl RedisBackend {
         // answered: out of memory, read-only replica...), or readiness would flap between the
         // failing checks and the probe's successful PINGs.
         let call = async {
-            let mut connection = self.pool.get().await.map_err(|error| {
-                let error = pool_error(error);
-                (error, error == CheckError::BackendError)
-            })?;
+            let _slot = self.slot().await.map_err(|error| (error, false))?;
+            let mut connection = self
+                .connector
+                .get()
+                .await
+                .map_err(|error| (redis_error(error), true))?;
             invocation
-                .invoke_async::<(i64, i64, i64, i64)>(&mut *connection)
+                .invoke_async::<(i64, i64, i64, i64)>(&mut connection)
                 .await
                 .map_err(|error| {
                     let lost = error.is_io_error()
@@ -328,16 +448,24 @@ impl RedisBackend {
                 }
                 let allowed = allowed == 1;
                 let to_duration = |ns: i64| Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
-                Ok(Decision {
+                let decision = Decision {
                     allowed,
                     limit: policy.limit(),
                     remaining: u32::try_from(remaining).unwrap_or(0).min(policy.burst()),
                     reset_after: to_duration(reset_after_ns),
                     retry_after: (!allowed).then(|| to_duration(retry_after_ns)),
-                })
+                };
+                if let (false, Some(cache), Some(digest)) =
+                    (allowed, &self.deny_cache, cache_digest)
+                {
+                    cache.denied(digest, sent_ns, decision.reset_after, self.clock.now_ns());
+                }
+                Ok(decision)
             }
             Err((error, unreachable)) => {
-                if unreachable {
+                // In a cluster one unreachable primary is its slots' problem, not the
+                // cluster's: readiness is the probe's alone there (see `Connector::probe`).
+                if unreachable && self.connector.mode() == RedisMode::Standalone {
                     self.health.reachable.store(false, Ordering::Relaxed);
                 }
                 Err(error)
@@ -373,18 +501,6 @@ fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn pool_error(error: PoolError) -> CheckError {
-    match error {
-        PoolError::Timeout(_) => CheckError::Timeout,
-        PoolError::Closed => CheckError::Unavailable,
-        PoolError::Backend(error) => redis_error(error),
-        other => {
-            tracing::warn!(error = %other, "redis pool error");
-            CheckError::BackendError
-        }
-    }
-}
-
 fn redis_error(error: redis::RedisError) -> CheckError {
     if error.is_timeout() {
         CheckError::Timeout
@@ -396,7 +512,7 @@ fn redis_error(error: redis::RedisError) -> CheckError {
 
 /// Refreshes readiness and the key count every [`PROBE_INTERVAL`].
 async fn probe_periodically(
-    pool: Pool,
+    connector: Arc<Connector>,
     health: Arc<Health>,
     timeout: Duration,
     stop: CancellationToken,
@@ -408,32 +524,24 @@ async fn probe_periodically(
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let probe = async {
-            let mut connection = pool.get().await.map_err(|error| error.to_string())?;
-            let (_, keys): (String, usize) = redis::pipe()
-                .cmd("PING")
-                .cmd("DBSIZE")
-                .query_async(&mut *connection)
-                .await
-                .map_err(|error| error.to_string())?;
-            Ok::<usize, String>(keys)
-        };
-        let result = tokio::time::timeout(timeout, probe)
+        let result = tokio::time::timeout(timeout, connector.probe())
             .await
             .unwrap_or_else(|_| Err("no answer within the command timeout".into()));
         let was_reachable = health.reachable.load(Ordering::Relaxed);
         match result {
             Ok(keys) => {
-                health.keys.store(keys, Ordering::Relaxed);
+                if let Some(keys) = keys {
+                    health.keys.store(keys, Ordering::Relaxed);
+                }
                 health.reachable.store(true, Ordering::Relaxed);
                 if !was_reachable {
-                    tracing::info!("redis reachable");
+                    tracing::info!(mode = connector.mode().as_str(), "redis reachable");
                 }
             }
             Err(error) => {
                 health.reachable.store(false, Ordering::Relaxed);
                 if was_reachable {
-                    tracing::warn!(%error, "redis unreachable: checks are dropped (backend_error)");
+                    tracing::warn!(%error, mode = connector.mode().as_str(), "redis unreachable: checks are dropped (backend_error)");
                 }
             }
         }
@@ -468,13 +576,25 @@ impl Backend for RedisBackend {
             )));
         }
         self.faults.trip_poison(policy.id(), key);
+        let cache_digest = match &self.deny_cache {
+            Some(cache) => {
+                let digest = self
+                    .policy_names
+                    .with_keyspace(policy, |name| cache.digest(name, key.as_bytes()));
+                if let Some(denial) = cache.denial(digest, policy, cost, self.clock.now_ns()) {
+                    return CheckFuture::ready(Ok(denial));
+                }
+                Some(digest)
+            }
+            None => None,
+        };
         let redis_key = self.redis_key(policy, key);
         let slow = self.faults.slow_delay();
         CheckFuture::waiting(async move {
             if let Some(delay) = slow {
                 tokio::time::sleep(delay).await;
             }
-            self.decide(redis_key, policy, cost).await
+            self.decide(redis_key, cache_digest, policy, cost).await
         })
     }
 
@@ -487,7 +607,7 @@ impl Backend for RedisBackend {
     }
 
     fn status(&self) -> BackendStatus {
-        let pool = self.pool.status();
+        let available = self.in_flight.available_permits();
         BackendStatus {
             backend: BackendKind::Redis,
             state: if self.stopped.load(Ordering::Acquire) {
@@ -499,13 +619,14 @@ impl Backend for RedisBackend {
             },
             children: Vec::new(),
             escalations: 0,
-            pool: Some(PoolStatus {
-                max_size: pool.max_size,
-                size: pool.size,
-                available: pool.available,
-                waiting: pool.waiting,
-                replaced: 0,
-                failed: false,
+            pool: None,
+            redis: Some(RedisStatus {
+                mode: self.connector.mode(),
+                max_in_flight: self.max_in_flight,
+                in_flight: self.max_in_flight.saturating_sub(available),
+                waiting: self.waiting.load(Ordering::Relaxed),
+                local_deny_cache_keys: self.deny_cache.as_ref().map(DenyCache::len),
+                local_denials: self.deny_cache.as_ref().map_or(0, DenyCache::hits),
             }),
         }
     }
@@ -517,7 +638,10 @@ impl Backend for RedisBackend {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         self.stopped.store(true, Ordering::Release);
         self.probe.cancel();
-        self.pool.close();
+        self.in_flight.close();
+        if let Some(cache) = &self.deny_cache {
+            cache.stop();
+        }
         Box::pin(std::future::ready(()))
     }
 }

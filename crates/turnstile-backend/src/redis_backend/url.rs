@@ -18,6 +18,11 @@ impl RedisUrl {
         &self.0
     }
 
+    /// The seed nodes: the comma-separated URLs, trimmed (one, unless this is a cluster's list).
+    pub fn seeds(&self) -> impl Iterator<Item = &str> {
+        self.0.split(',').map(str::trim)
+    }
+
     /// The URL with any password replaced by `***`.
     pub fn redacted(&self) -> Cow<'_, str> {
         redact_password(&self.0)
@@ -48,10 +53,23 @@ impl fmt::Display for RedisUrl {
     }
 }
 
+/// Each of a comma-separated list redacted as [`redact_one`] does.
+fn redact_password(urls: &str) -> Cow<'_, str> {
+    if !urls.contains(',') {
+        return redact_one(urls);
+    }
+    let redacted: Vec<Cow<'_, str>> = urls.split(',').map(redact_one).collect();
+    if redacted.iter().all(|url| matches!(url, Cow::Borrowed(_))) {
+        Cow::Borrowed(urls)
+    } else {
+        Cow::Owned(redacted.join(","))
+    }
+}
+
 /// `scheme://user:secret@host` → `scheme://user:***@host`, and `scheme://secret@host` (Redis's
 /// password-only form) → `scheme://***@host`. Written by hand rather than with the `url` crate
 /// because a malformed URL, the very one an error message quotes, must be redacted too.
-fn redact_password(url: &str) -> Cow<'_, str> {
+fn redact_one(url: &str) -> Cow<'_, str> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Cow::Borrowed(url);
     };
@@ -84,12 +102,21 @@ mod tests {
             ("rediss://hunter2@redis", "rediss://***@redis"),
             ("redis://a:p@ss@host/db?x=@", "redis://a:***@host/db?x=@"),
             ("not a url", "not a url"),
+            (
+                "redis://:s3@10.0.0.1:7000, redis://10.0.0.2:7000,redis://u:s3@h:7000",
+                "redis://:***@10.0.0.1:7000, redis://10.0.0.2:7000,redis://u:***@h:7000",
+            ),
+            (
+                "redis://a:7000,redis://b:7000",
+                "redis://a:7000,redis://b:7000",
+            ),
         ];
         for (url, shown) in cases {
             let url = RedisUrl::from(url);
             assert_eq!(url.to_string(), shown);
             assert_eq!(format!("{url:?}"), format!("{shown:?}"));
             assert!(!format!("{url:?}").contains("hunter2"));
+            assert!(!format!("{url:?}").contains("s3@"));
         }
     }
 }
