@@ -307,17 +307,28 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Its port (kept across [`RedisServer::restart`]).
     pub port: u16,
+    /// Added to the command line (cluster mode's settings).
+    extra_args: Vec<String>,
     process: Option<Process>,
 }
 
 impl RedisServer {
     /// Starts one in `dir`; `None` when redis-server is missing and not required.
     pub async fn start(dir: &Path) -> Option<Self> {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts one in `dir` with `extra_args` on its command line.
+    pub async fn start_with(dir: &Path, extra_args: &[&str]) -> Option<Self> {
         let binary = external_tool("redis-server", "redis-server")?;
+        let port = free_port();
+        let dir = dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
         let mut server = Self {
             binary,
-            dir: dir.to_path_buf(),
-            port: free_port(),
+            dir,
+            port,
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             process: None,
         };
         server.restart().await;
@@ -336,26 +347,41 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`) to the server; whether it was delivered.
+    pub fn signal(&self, signal: &str) -> bool {
+        self.process
+            .as_ref()
+            .is_some_and(|process| process.signal(signal))
+    }
+
+    /// `redis-cli -p <port> args...`, its output (panics if it fails).
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+
     /// Starts it (again) on the same port, empty, and waits until it answers `PING`.
     pub async fn restart(&mut self) {
         self.stop();
         let port = self.port.to_string();
+        let dir = self.dir.to_str().expect("a UTF-8 scratch path");
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir,
+        ];
+        args.extend(self.extra_args.iter().map(String::as_str));
         let process = Process::start(
             "redis-server",
             &self.binary,
-            &[
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir.to_str().expect("a UTF-8 scratch path"),
-            ],
-            self.dir.join(format!("redis-{}.log", self.port)),
+            &args,
+            self.dir.join("redis.log"),
         );
         self.process = Some(process);
         let address = (Ipv4Addr::LOCALHOST, self.port);
@@ -372,6 +398,206 @@ impl RedisServer {
             },
         )
         .await;
+    }
+}
+
+/// `redis-cli -h 127.0.0.1 -p <port> args...`, its standard output (panics if it fails).
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let cli = external_tool("redis-cli", "redis-tools").expect("redis-cli is installed");
+    let output = Command::new(cli)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A field of `INFO` (`cmdstat_evalsha`, `total_reads_processed`), as redis-cli prints it.
+pub fn redis_info_field(port: u16, section: &str, field: &str) -> Option<String> {
+    redis_cli(port, &["INFO", section])
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .map(|value| value.trim().to_owned())
+}
+
+/// How many times `command` ran on the Redis at `port` (`INFO commandstats`; 0 before its
+/// first call).
+pub fn redis_command_calls(port: u16, command: &str) -> u64 {
+    redis_info_field(port, "commandstats", &format!("cmdstat_{command}"))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|part| part.strip_prefix("calls="))
+                .and_then(|calls| calls.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A Redis Cluster of `redis-server`s on loopback ports (cluster mode, a short
+/// `cluster-node-timeout` so failovers take seconds, `cluster-require-full-coverage no` so a
+/// failing primary's slots fail alone), joined by `redis-cli --cluster create`. Killed when
+/// dropped, like its servers.
+pub struct RedisCluster {
+    /// Every node, primaries and replicas alike.
+    pub nodes: Vec<RedisServer>,
+    /// How many primaries serve the slots.
+    primaries: usize,
+}
+
+/// A cluster node's view of one node (`CLUSTER NODES`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// Its port.
+    pub port: u16,
+    /// Whether it is a primary now (and not failed).
+    pub primary: bool,
+    /// The slot ranges it serves (primaries).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl RedisCluster {
+    /// The node timeout: a primary silent this long is failed over.
+    pub const NODE_TIMEOUT_MS: u32 = 1000;
+
+    /// Starts `primaries` primaries with `replicas` replicas each in `dir`, and waits until
+    /// every node says `cluster_state:ok`. `None` when redis-server is missing and not
+    /// required.
+    pub async fn start(dir: &Path, primaries: usize, replicas: usize) -> Option<Self> {
+        let node_timeout = Self::NODE_TIMEOUT_MS.to_string();
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            &node_timeout,
+            "--cluster-require-full-coverage",
+            "no",
+        ];
+        let mut nodes = Vec::new();
+        for _ in 0..primaries * (1 + replicas) {
+            nodes.push(RedisServer::start_with(dir, &args).await?);
+        }
+        let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+        create.extend(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)));
+        create.extend([
+            "--cluster-replicas".to_owned(),
+            replicas.to_string(),
+            "--cluster-yes".to_owned(),
+        ]);
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        redis_cli(nodes[0].port, &create);
+        let cluster = Self { nodes, primaries };
+        cluster.until_ok(Duration::from_secs(60)).await;
+        Some(cluster)
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and agrees on which primaries
+    /// serve the slots (as many as at the start: after a failover, the promoted replica).
+    pub async fn until_ok(&self, limit: Duration) {
+        wait_until("the cluster to be ok on every node", limit, || async {
+            let views: Vec<Vec<ClusterNode>> = self
+                .nodes
+                .iter()
+                .filter(|node| node.process.is_some())
+                .map(|node| {
+                    let ok = node
+                        .cli(&["CLUSTER", "INFO"])
+                        .lines()
+                        .any(|line| line.trim() == "cluster_state:ok");
+                    ok.then(|| self.primaries_seen_by(node.port))
+                })
+                .collect::<Option<_>>()?;
+            let first = views.first()?;
+            (first.len() == self.primaries && views.iter().all(|view| view == first)).then_some(())
+        })
+        .await;
+    }
+
+    /// The comma-separated seed list (`redis_url` in cluster mode).
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The primaries (serving slots), as the first running node sees them.
+    pub fn primaries(&self) -> Vec<ClusterNode> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.process.is_some())
+            .expect("a running node");
+        self.primaries_seen_by(node.port)
+    }
+
+    fn primaries_seen_by(&self, port: u16) -> Vec<ClusterNode> {
+        let mut primaries: Vec<ClusterNode> = redis_cli(port, &["CLUSTER", "NODES"])
+            .lines()
+            .filter_map(|line| {
+                // <id> <ip:port@cport> <flags> <primary> <ping> <pong> <epoch> <link> <slot>...
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = fields
+                    .get(1)?
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let flags = fields.get(2)?;
+                let primary = flags.contains("master") && !flags.contains("fail");
+                let slots = fields
+                    .iter()
+                    .skip(8)
+                    .filter_map(|range| {
+                        let (start, end) = range.split_once('-').unwrap_or((range, range));
+                        Some((start.parse().ok()?, end.parse().ok()?))
+                    })
+                    .collect::<Vec<_>>();
+                (primary && !slots.is_empty()).then_some(ClusterNode {
+                    port,
+                    primary,
+                    slots,
+                })
+            })
+            .collect();
+        primaries.sort_by_key(|node| node.port);
+        primaries
+    }
+
+    /// The node on `port`.
+    pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("a node of this cluster")
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot(&self, key: &str) -> u16 {
+        let node = self.primaries()[0].port;
+        redis_cli(node, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+
+    /// The primary serving `key` now.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let slot = self.slot(key);
+        self.primaries()
+            .into_iter()
+            .find(|node| {
+                node.slots
+                    .iter()
+                    .any(|(start, end)| (*start..=*end).contains(&slot))
+            })
+            .map(|node| node.port)
+            .expect("every slot is served")
     }
 }
 

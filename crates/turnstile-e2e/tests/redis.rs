@@ -7,11 +7,14 @@
 // Test code: a panic is how a failure is reported.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use turnstile_backend::BackendKind;
+use turnstile_core::{Clock, ManualClock};
 use turnstile_e2e::{
-    RedisServer, external_tool, http_client, parse_json, scratch_dir, start_gateway, wait_until,
+    RedisServer, http_client, metric, parse_json, redis_cli, redis_command_calls, redis_info_field,
+    scratch_dir, start_gateway, wait_until,
 };
 use turnstile_gateway::testing::RunningGateway;
 use turnstile_load::engine::{self, RunOptions, Target};
@@ -141,15 +144,25 @@ policies = [{ value = "scarce_too" }]
     );
 }
 
-/// `POST /v1/check`, returning (status, JSON body).
+/// `POST /v1/check` of the key `probe`, returning (status, JSON body).
 async fn check(
     client: &reqwest::Client,
     gateway: &RunningGateway,
     policy: &str,
 ) -> (u16, serde_json::Value) {
+    check_key(client, gateway, "probe", policy).await
+}
+
+/// `POST /v1/check` of `key`, returning (status, JSON body).
+async fn check_key(
+    client: &reqwest::Client,
+    gateway: &RunningGateway,
+    key: &str,
+    policy: &str,
+) -> (u16, serde_json::Value) {
     let response = client
         .post(format!("{}/v1/check", gateway.url()))
-        .json(&serde_json::json!({ "key": "probe", "policy": policy }))
+        .json(&serde_json::json!({ "key": key, "policy": policy }))
         .send()
         .await
         .unwrap();
@@ -305,11 +318,7 @@ policies = [{ value = "default" }, { value = "closed" }]
 /// The keys in the Redis at `port`, through `redis-cli` (Debian's redis-tools, a dependency of
 /// redis-server).
 fn redis_keys(port: u16) -> Vec<String> {
-    let output = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--scan"])
-        .output()
-        .expect("redis-cli runs");
-    let mut keys: Vec<String> = String::from_utf8_lossy(&output.stdout)
+    let mut keys: Vec<String> = redis_cli(port, &["--scan"])
         .lines()
         .map(str::to_owned)
         .collect();
@@ -364,25 +373,12 @@ async fn policies_added_by_a_reload_keep_their_names_in_redis_keys() {
     ignore = "needs redis-server and redis-cli (Debian package redis-server; .ci/run installs it)"
 )]
 async fn a_redis_out_of_memory_drops_checks_but_readiness_does_not_flap() {
-    let Some(cli) = external_tool("redis-cli", "redis-tools") else {
-        return;
-    };
     let dir = scratch_dir();
     let Some(redis) = RedisServer::start(dir.path()).await else {
         return;
     };
-    let url = redis.url();
-    let port = url.rsplit(':').next().unwrap().to_owned();
-    let redis_cli = |args: &[&str]| {
-        let status = std::process::Command::new(&cli)
-            .args(["-h", "127.0.0.1", "-p", &port])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "redis-cli {args:?}");
-    };
-    let gateway = start_gateway(&gateway_config(&url, "2s"));
+    let redis_cli = |args: &[&str]| redis.cli(args);
+    let gateway = start_gateway(&gateway_config(&redis.url(), "2s"));
     let client = http_client();
     until_ready(
         &client,
@@ -412,4 +408,249 @@ async fn a_redis_out_of_memory_drops_checks_but_readiness_does_not_flap() {
     redis_cli(&["CONFIG", "SET", "maxmemory", "0"]);
     let (status, body) = check(&client, &gateway, "default").await;
     assert_eq!((status, body.get("dropped")), (200, None), "{body}");
+}
+
+/// A gateway on the redis backend at `redis_url`, on the shared manual `clock` (passed into the
+/// script: `clock = "injected"`), with `brief` (5 per 10 s: one every 2 s, burst 5), and the
+/// local deny cache on or off.
+fn manual_clock_gateway(redis_url: &str, clock: &Arc<ManualClock>, cache: bool) -> RunningGateway {
+    let config = turnstile_gateway::Config::from_toml(
+        &[
+            "listen = \"127.0.0.1:0\"",
+            &format!(
+                r#"
+backend = "redis"
+redis_url = "{redis_url}"
+[redis]
+clock = "injected"
+command_timeout = "10s"
+local_deny_cache = {cache}
+[policies.brief]
+limit = 5
+period = "10s"
+"#
+            ),
+        ],
+        &std::collections::BTreeMap::<String, String>::new(),
+    )
+    .unwrap();
+    turnstile_gateway::testing::spawn_with_clock(config, Arc::clone(clock) as Arc<dyn Clock>)
+        .unwrap()
+}
+
+/// What a denial says, without `allowed`.
+fn denial(body: &serde_json::Value) -> (u64, u64, u64) {
+    assert_eq!(body["allowed"], false, "{body}");
+    (
+        body["remaining"].as_u64().unwrap(),
+        body["retry_after_ms"].as_u64().unwrap(),
+        body["reset_after_ms"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(has_redis_server, has_redis_cli)),
+    ignore = "needs redis-server and redis-cli (Debian package redis-server; .ci/run installs it)"
+)]
+async fn a_denied_key_costs_redis_no_command_until_its_retry_instant_and_answers_as_redis_would() {
+    let dir = scratch_dir();
+    let Some(redis) = RedisServer::start(dir.path()).await else {
+        return;
+    };
+    // A wall-clock-sized origin, as Redis's own clock would read.
+    let clock = Arc::new(ManualClock::starting_at(1_763_682_000_123_456_789));
+    let cached = manual_clock_gateway(&redis.url(), &clock, true);
+    let uncached = manual_clock_gateway(&redis.url(), &clock, false);
+    let client = http_client();
+    let evalsha = || redis_command_calls(redis.port, "evalsha");
+    let local_denials = || async {
+        metric(
+            cached.url().trim_start_matches("http://"),
+            "turnstile_redis_local_denials_total",
+        )
+        .await
+    };
+
+    // `/v1/check` answers 200 with `allowed` either way.
+    for _ in 0..5 {
+        assert_eq!(check(&client, &cached, "brief").await.1["allowed"], true);
+    }
+    // The sixth goes to Redis, which denies it: one every 2 s, 10 s until the burst is back.
+    let (status, body) = check(&client, &cached, "brief").await;
+    assert_eq!((status, denial(&body)), (200, (0, 2000, 10_000)), "{body}");
+    // (Not six: the first EVALSHA met NOSCRIPT on this fresh Redis and was sent again.)
+    let sent = evalsha();
+
+    // A hot denied key: a hundred more checks, not one Redis command, every answer what
+    // Redis says (the gateway without the cache asks Redis: one command, the same answer).
+    for _ in 0..100 {
+        let (status, body) = check(&client, &cached, "brief").await;
+        assert_eq!((status, denial(&body)), (200, (0, 2000, 10_000)), "{body}");
+    }
+    assert_eq!(evalsha(), sent, "the cache answered without Redis");
+    assert_eq!(local_denials().await, 100.0);
+    let (status, body) = check(&client, &uncached, "brief").await;
+    assert_eq!((status, denial(&body)), (200, (0, 2000, 10_000)), "{body}");
+    assert_eq!(evalsha(), sent + 1);
+
+    // Another key is not in the cache: it goes to Redis.
+    assert_eq!(
+        check_key(&client, &cached, "other", "brief").await.1["allowed"],
+        true
+    );
+    assert_eq!(evalsha(), sent + 2);
+
+    // 1 ms before the retry instant: still local, the numbers counted down from the cached
+    // instant.
+    clock.advance(Duration::from_millis(1999));
+    let (status, body) = check(&client, &cached, "brief").await;
+    assert_eq!((status, denial(&body)), (200, (0, 1, 8001)), "{body}");
+    assert_eq!(evalsha(), sent + 2);
+    // At the retry instant the check goes to Redis again, and is admitted.
+    clock.advance(Duration::from_millis(1));
+    let (status, body) = check(&client, &cached, "brief").await;
+    assert_eq!(
+        (status, &body["allowed"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    assert_eq!(evalsha(), sent + 3);
+
+    // The one way it is stricter than Redis: the key vanishes from Redis (deleted, or Redis
+    // restarted empty). Denied again (through Redis), then the key is deleted: the cache
+    // still denies, where Redis would admit...
+    let (status, body) = check(&client, &cached, "brief").await;
+    assert_eq!((status, denial(&body)), (200, (0, 2000, 10_000)), "{body}");
+    let sent = evalsha();
+    assert_eq!(redis.cli(&["DEL", "turnstile:brief:probe"]).trim(), "1");
+    let (status, body) = check(&client, &cached, "brief").await;
+    assert_eq!((status, &body["allowed"]), (200, &serde_json::json!(false)));
+    assert_eq!(evalsha(), sent);
+    assert_eq!(
+        check_key(&client, &uncached, "probe", "brief").await.1["allowed"],
+        true
+    );
+    // ...for at most the retry_after it had said: then Redis decides again.
+    clock.advance(Duration::from_millis(2000));
+    check(&client, &cached, "brief").await;
+    assert_eq!(evalsha(), sent + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(has_redis_server, has_redis_cli)),
+    ignore = "needs redis-server and redis-cli (Debian package redis-server; .ci/run installs it)"
+)]
+async fn concurrent_checks_share_round_trips_to_redis() {
+    let dir = scratch_dir();
+    let Some(redis) = RedisServer::start(dir.path()).await else {
+        return;
+    };
+    let gateway = start_gateway(&gateway_config(&redis.url(), "10s"));
+    let client = http_client();
+    until_ready(
+        &client,
+        &gateway,
+        "the gateway to reach Redis",
+        Duration::from_secs(30),
+    )
+    .await;
+    let reads = || -> u64 {
+        redis_info_field(redis.port, "stats", "total_reads_processed")
+            .and_then(|reads| reads.parse().ok())
+            .expect("INFO stats has total_reads_processed")
+    };
+    let (reads_before, calls_before) = (reads(), redis_command_calls(redis.port, "evalsha"));
+    // 64 connections, 10,000 keys (admitted: every check goes to Redis).
+    let scenario: Scenario = toml::from_str(
+        r#"
+name = "pipelining"
+mode = "closed"
+connections = 64
+duration = "2s"
+warmup = "0s"
+timeout = "10s"
+[traffic]
+keys = { distribution = "uniform", count = 10000 }
+policies = [{ value = "default" }]
+"#,
+    )
+    .unwrap();
+    let target = Target::parse(&gateway.url()).await.unwrap();
+    let result = engine::run(&scenario, &target, &RunOptions::default())
+        .await
+        .unwrap();
+    let calls = redis_command_calls(redis.port, "evalsha") - calls_before;
+    // Every read Redis made in the meantime (the probe's and redis-cli's included).
+    let reads = reads() - reads_before;
+    let per_read = calls as f64 / reads as f64;
+    println!(
+        "{} checks, {calls} EVALSHA over {reads} reads by Redis: {per_read:.1} commands per round trip",
+        result.requests
+    );
+    assert!(calls > 1000, "too little load: {:?}", result.outcomes);
+    assert!(
+        per_read > 1.0,
+        "{calls} commands in {reads} reads: one round trip per check"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_redis_server),
+    ignore = "needs redis-server (Debian package redis-server; .ci/run installs it)"
+)]
+async fn a_stopped_redis_gets_every_check_answered_within_the_command_timeout() {
+    let dir = scratch_dir();
+    let Some(redis) = RedisServer::start(dir.path()).await else {
+        return;
+    };
+    // A few in-flight slots, so some checks also wait for one (and time out there).
+    let config =
+        gateway_config(&redis.url(), "400ms").replace("[redis]\n", "[redis]\nmax_in_flight = 4\n");
+    let gateway = start_gateway(&config);
+    let client = http_client();
+    until_ready(
+        &client,
+        &gateway,
+        "the gateway to reach Redis",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(redis.signal("-STOP"), "SIGSTOP delivered");
+    let checks = (0..32).map(|i| {
+        let client = client.clone();
+        let gateway = &gateway;
+        async move {
+            let started = std::time::Instant::now();
+            let answer = check_key(&client, gateway, &format!("stopped-{i}"), "closed").await;
+            (answer, started.elapsed())
+        }
+    });
+    let answers = futures_util::future::join_all(checks).await;
+    assert!(redis.signal("-CONT"), "SIGCONT delivered");
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    println!("32 checks on a stopped Redis (command_timeout 400 ms): slowest answer {slowest:?}");
+    for ((status, body), took) in &answers {
+        // `closed` fails closed: a timeout drop is a 503 naming it.
+        assert_eq!(
+            (*status, &body["error"]),
+            (503, &serde_json::json!("timeout")),
+            "{body}"
+        );
+        // The timeout plus the HTTP round trip, generously: the point is that none waits for
+        // Redis to come back.
+        assert!(*took < Duration::from_secs(3), "{took:?}: {body}");
+    }
+    // Redis resumes: decisions again, no restart.
+    wait_until(
+        "checks to be decided again",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = check_key(&client, &gateway, "resumed", "closed").await;
+            (status == 200 && body.get("dropped").is_none()).then_some(())
+        },
+    )
+    .await;
 }

@@ -252,7 +252,11 @@ fn redis_modes_and_bounds_are_validated_naming_the_setting() {
                 "`nope` is not a Redis URL",
             ),
             ("[redis]\nmode = \"sentinel\"", "mode", "standalone"),
-            ("[redis]\nmax_in_flight = 0", "redis.max_in_flight", "at least 1"),
+            (
+                "[redis]\nmax_in_flight = 0",
+                "redis.max_in_flight",
+                "at least 1",
+            ),
             (
                 "[redis]\nmax_in_flight = 100000000",
                 "redis.max_in_flight",

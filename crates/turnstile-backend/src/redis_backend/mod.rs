@@ -242,7 +242,11 @@ impl RedisConfig {
         if self.max_in_flight > Self::MAX_IN_FLIGHT {
             return invalid(
                 "redis.max_in_flight",
-                format!("{} is over the maximum of {}", self.max_in_flight, Self::MAX_IN_FLIGHT),
+                format!(
+                    "{} is over the maximum of {}",
+                    self.max_in_flight,
+                    Self::MAX_IN_FLIGHT
+                ),
             );
         }
         for (field, value) in [
