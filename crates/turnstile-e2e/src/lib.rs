@@ -474,6 +474,11 @@ impl RedisCluster {
             &node_timeout,
             "--cluster-require-full-coverage",
             "no",
+            // A replica syncs at once (the default waits 5 s for more replicas), and the
+            // cluster is not handed to a test before it has: a replica that never synced
+            // refuses to fail over (cluster-replica-validity-factor).
+            "--repl-diskless-sync-delay",
+            "0",
         ];
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
@@ -490,6 +495,22 @@ impl RedisCluster {
         redis_cli(nodes[0].port, &create);
         let cluster = Self { nodes, primaries };
         cluster.until_ok(Duration::from_secs(60)).await;
+        wait_until(
+            "every replica to have synced with its primary",
+            Duration::from_secs(60),
+            || async {
+                cluster
+                    .nodes
+                    .iter()
+                    .all(|node| {
+                        let replication = node.cli(&["INFO", "replication"]);
+                        replication.contains("role:master")
+                            || replication.contains("master_link_status:up")
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
         Some(cluster)
     }
 
