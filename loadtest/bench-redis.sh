@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The redis backend next to the in-process ones, and next to Redis itself.
+# The redis backend next to the in-process ones, next to Redis itself, and on a Redis Cluster.
 #
-# 1. Gateway throughput: a release `turnstile` per backend (actor, sharded, concurrent, redis)
-#    on loopback, driven by `turnstile-load` closed loop (loadtest/redis-check.toml: 64
-#    connections, /v1/check over 10,000 keys, 5 s), in 3 interleaved rounds.
+# 1. Allowed traffic: a `dist` `turnstile` per backend (actor, sharded, concurrent, redis on one
+#    Redis, redis in cluster mode on a 3-primary Redis Cluster) on loopback, driven by
+#    `turnstile-load` closed loop (loadtest/redis-check.toml: 64 connections, /v1/check over
+#    10,000 keys, 5 s), 3 interleaved rounds.
 # 2. `redis-benchmark` running the very script the backend runs (EVALSHA of gcra.lua, random
 #    keys, 64 connections, 100,000 calls), 3 rounds: the ceiling Redis itself puts on the
 #    backend on this machine.
-# Prints every round, the medians, and the ratios. Needs redis-server and redis-benchmark
-# (Debian package redis-server; installed here if missing). About 2 minutes.
+# 3. Denied-heavy traffic (loadtest/redis-denied.toml: Zipf(2) keys, mostly denied): the
+#    concurrent backend, the redis backend with its local deny cache (the default) and without
+#    it, 3 interleaved rounds; Redis commands per denied check from INFO commandstats.
+# Prints every round, the medians, and the ratios. Needs redis-server, redis-cli and
+# redis-benchmark (Debian package redis-server; installed here if missing). About 4 minutes
+# after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { apt-get update && apt-get install -y redis-server; }
@@ -20,44 +25,69 @@ redis_port=$(port)
 start redis-server redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$scratch"
 wait_port redis-server "$redis_port"
 
-backends=(actor sharded concurrent redis)
-declare -A url
-for backend in "${backends[@]}"; do
+# Three cluster primaries (no replicas: this measures throughput, not failover).
+cluster_ports=()
+for i in 1 2 3; do
   p=$(port)
-  gateway=(env TURNSTILE_LOG=warn target/dist/turnstile --backend "$backend" --listen "127.0.0.1:$p"
-    --redis-url "redis://127.0.0.1:$redis_port")
-  start "$backend" "${gateway[@]}"
-  # For the redis backend, ready means Redis answers it too.
-  wait_ready "$backend" "${gateway[@]}"
-  url[$backend]="http://127.0.0.1:$p"
+  mkdir -p "$scratch/cluster-$p"
+  start "cluster-$p" redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$scratch/cluster-$p" --cluster-enabled yes --cluster-config-file nodes.conf
+  wait_port "cluster-$p" "$p"
+  cluster_ports+=("$p")
 done
+redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") --cluster-yes >/dev/null
+poll redis-cluster sh -c "redis-cli -p ${cluster_ports[0]} CLUSTER INFO | grep -q cluster_state:ok"
+seeds=$(printf 'redis://127.0.0.1:%s,' "${cluster_ports[@]}")
+seeds=${seeds%,}
+
+declare -A url
+serve() { # name, then turnstile flags
+  local name=$1 p
+  shift
+  p=$(port)
+  local gateway=(env TURNSTILE_LOG=warn "$@" target/dist/turnstile --listen "127.0.0.1:$p")
+  start "$name" "${gateway[@]}"
+  # For the redis backend, ready means Redis answers it too.
+  wait_ready "$name" "${gateway[@]}"
+  url[$name]="http://127.0.0.1:$p"
+}
+for backend in actor sharded concurrent; do serve "$backend" TURNSTILE_BACKEND="$backend"; done
+serve redis TURNSTILE_BACKEND=redis TURNSTILE_REDIS_URL="redis://127.0.0.1:$redis_port"
+serve redis-no-cache TURNSTILE_BACKEND=redis TURNSTILE_REDIS_URL="redis://127.0.0.1:$redis_port" \
+  TURNSTILE_REDIS__LOCAL_DENY_CACHE=false TURNSTILE_REDIS__KEY_PREFIX=nocache:
+serve redis-cluster TURNSTILE_BACKEND=redis TURNSTILE_REDIS__MODE=cluster TURNSTILE_REDIS_URL="$seeds"
 
 result="$scratch/result.json"
-declare -A rates
-echo "## Gateway throughput, /v1/check, closed loop, 64 connections (checks/s)"
-echo
-echo "| round | $(printf '%s | ' "${backends[@]}")"
-echo "|---|$(printf -- '---|%.0s' "${backends[@]}")"
-for round in 1 2 3; do
-  row="| $round |"
-  for backend in "${backends[@]}"; do
-    target/dist/turnstile-load run --scenario loadtest/redis-check.toml \
-      --target "${url[$backend]}" --json "$result" --quiet >/dev/null
-    rate=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['throughput']))" "$result")
-    rates[$backend]+="$rate "
-    row+=" $rate |"
-  done
-  echo "$row"
-done
+field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(round($1))" "$result"; }
 median() { # the middle of three space-separated numbers
   local values
   read -r -a values <<<"$1"
   printf '%s\n' "${values[@]}" | sort -n | sed -n 2p
 }
+evalsha_calls() {
+  redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' |
+    awk -F'[=,]' '/^cmdstat_evalsha:/ { print $2 }' | grep . || echo 0
+}
+
+allowed=(actor sharded concurrent redis redis-cluster)
+declare -A rates
+echo "## Allowed traffic: /v1/check, closed loop, 64 connections, 10,000 keys (checks/s)"
 echo
-for backend in "${backends[@]}"; do
-  echo "median $backend: $(median "${rates[$backend]}")"
+echo "| round | $(printf '%s | ' "${allowed[@]}")"
+echo "|---|$(printf -- '---|%.0s' "${allowed[@]}")"
+for round in 1 2 3; do
+  row="| $round |"
+  for name in "${allowed[@]}"; do
+    target/dist/turnstile-load run --scenario loadtest/redis-check.toml \
+      --target "${url[$name]}" --json "$result" --quiet >/dev/null
+    rate=$(field "r['throughput']")
+    rates[$name]+="$rate "
+    row+=" $rate |"
+  done
+  echo "$row"
 done
+echo
+for name in "${allowed[@]}"; do echo "median $name: $(median "${rates[$name]}")"; done
 
 sha=$(redis-cli -p "$redis_port" SCRIPT LOAD "$(cat crates/turnstile-backend/src/redis_backend/gcra.lua)")
 echo
@@ -73,8 +103,45 @@ for round in 1 2 3; do
 done
 redis_median=$(median "$bench_rates")
 echo "median redis-benchmark: $redis_median"
+
+denied=(concurrent redis redis-no-cache)
+declare -A denied_rates per_denied
 echo
-gateway_redis=$(median "${rates[redis]}")
-concurrent=$(median "${rates[concurrent]}")
-python3 -c "print(f'redis backend / redis-benchmark EVALSHA: {$gateway_redis / $redis_median:.2f}')"
-python3 -c "print(f'redis backend / concurrent backend: {$gateway_redis / $concurrent:.2f}')"
+echo "## Denied-heavy traffic: /v1/check, closed loop, 64 connections, Zipf(2) keys (checks/s; % denied; Redis commands per denied check)"
+echo
+echo "| round | $(printf '%s | ' "${denied[@]}")"
+echo "|---|$(printf -- '---|%.0s' "${denied[@]}")"
+for round in 1 2 3; do
+  row="| $round |"
+  for name in "${denied[@]}"; do
+    before=$(evalsha_calls)
+    target/dist/turnstile-load run --scenario loadtest/redis-denied.toml \
+      --target "${url[$name]}" --json "$result" --quiet >/dev/null
+    after=$(evalsha_calls)
+    rate=$(field "r['throughput']")
+    share=$(field "100 * r['outcomes']['limited'] / r['requests']")
+    denied_rates[$name]+="$rate "
+    cell=" $rate; ${share}%"
+    if [[ $name != concurrent ]]; then
+      # Warm-up checks reach Redis too: counted against the measured window's denials, so
+      # this is an upper bound. Admitted checks cost one command each.
+      per=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); o=r['outcomes']; print(f\"{max($after - $before - o['allowed'], 0) / max(o['limited'], 1):.3f}\")" "$result")
+      per_denied[$name]+="$per "
+      cell+="; $per"
+    fi
+    row+="$cell |"
+  done
+  echo "$row"
+done
+echo
+for name in "${denied[@]}"; do echo "median $name: $(median "${denied_rates[$name]}")"; done
+for name in redis redis-no-cache; do echo "median Redis commands per denied check, $name: $(median "${per_denied[$name]}")"; done
+
+echo
+echo "## Ratios (medians)"
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo "redis backend / redis-benchmark EVALSHA (allowed): $(ratio "$(median "${rates[redis]}")" "$redis_median")"
+echo "redis backend / concurrent backend (allowed): $(ratio "$(median "${rates[redis]}")" "$(median "${rates[concurrent]}")")"
+echo "redis cluster (3 primaries) / one Redis (allowed): $(ratio "$(median "${rates[redis-cluster]}")" "$(median "${rates[redis]}")")"
+echo "redis backend / concurrent backend (denied-heavy): $(ratio "$(median "${denied_rates[redis]}")" "$(median "${denied_rates[concurrent]}")")"
+echo "redis backend without the deny cache / concurrent backend (denied-heavy): $(ratio "$(median "${denied_rates[redis-no-cache]}")" "$(median "${denied_rates[concurrent]}")")"

@@ -65,27 +65,18 @@ impl ConcurrentTable {
         &self.digester
     }
 
-    /// The decision `policy` gives to a check of `cost` on the state stored for `digest`,
-    /// without storing anything, when that state denies *every* check (even one of cost 1);
-    /// `None` otherwise (absent, or some cost could be admitted).
-    ///
-    /// For a table of states held elsewhere (the redis backend's deny cache): while a state
-    /// denies every cost, nothing anywhere can be admitted, so nothing can move the state, and
-    /// the decision computed from it is exactly the one its owner would give.
-    pub(crate) fn denial_of_every_cost(
-        &self,
-        digest: u64,
-        policy: &Policy,
-        cost: u32,
-        now_ns: u64,
-    ) -> Option<Decision> {
-        let state = self.states.get(&digest)?.load(Ordering::Acquire);
-        if policy.check(state, now_ns, 1).ok()?.decision.allowed {
-            return None;
+    /// The state stored for `digest`, if any (for the redis backend's deny cache, which
+    /// decides on it without storing).
+    pub(crate) fn stored(&self, digest: u64) -> Option<u64> {
+        Some(self.states.get(&digest)?.load(Ordering::Acquire))
+    }
+
+    /// Raises the state stored for `digest` to at least `state` if the key is held; never
+    /// inserts.
+    pub(crate) fn raise_held(&self, digest: u64, state: u64) {
+        if let Some(cell) = self.states.get(&digest) {
+            cell.fetch_max(state, Ordering::AcqRel);
         }
-        // A cost-1 denial implies the same for every larger cost (and peeks answer as cost 1).
-        let verdict = policy.check(state, now_ns, cost).ok()?;
-        (!verdict.decision.allowed).then_some(verdict.decision)
     }
 
     /// Raises the state stored for `digest` to at least `state` (never lowers it). A full

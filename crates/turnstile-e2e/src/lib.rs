@@ -11,7 +11,11 @@
 //!   gateway under load with injected faults; `promtool` on the shipped configuration.
 //! - `tests/dashboards.rs`: the dashboards' structure and the metrics they name (no tools).
 //! - `tests/redis.rs`: three gateway processes on one Redis hold one global limit; a Redis
-//!   killed and restarted under load ([`RedisServer`], gateways from [`start_gateway`]).
+//!   killed and restarted under load, or stopped; the local deny cache and pipelining seen
+//!   from Redis's own counters ([`RedisServer`], [`redis_command_calls`], gateways from
+//!   [`start_gateway`]).
+//! - `tests/redis_cluster.rs`: the same over a Redis Cluster of 3 primaries and 3 replicas
+//!   ([`RedisCluster`]), and a primary killed under load and failed over.
 //! - `tests/nginx.rs`: the shipped `auth_request` configuration in a real nginx.
 //! - `tests/deploy.rs`: compose, Prometheus, Grafana, Dockerfile and Kubernetes files agree
 //!   with the code and each other (no tools).

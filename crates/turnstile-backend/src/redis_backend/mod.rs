@@ -51,7 +51,7 @@ use crate::status::{BackendState, BackendStatus, KillError, KillTarget, RedisSta
 use crate::{Backend, BackendKind, BoxFuture, BuildContext, BuildError, CheckError, CheckFuture};
 
 use connection::Connector;
-use deny_cache::DenyCache;
+use deny_cache::{DenyCache, Lookup};
 pub use url::RedisUrl;
 
 /// The GCRA script, run atomically by Redis.
@@ -389,12 +389,52 @@ impl RedisBackend {
         }
     }
 
+    /// One check of a key whose window has just reopened (see `deny_cache`): the first such
+    /// check claims the key and asks Redis; the others wait for its answer and are decided by
+    /// the bound it leaves, or ask Redis in turn. All within one `command_timeout`.
+    async fn decide_one_at_a_time(
+        &self,
+        cache: &DenyCache,
+        redis_key: Vec<u8>,
+        digest: u64,
+        policy: &Policy,
+        cost: u32,
+    ) -> Result<Decision, CheckError> {
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
+        loop {
+            let done = match cache.try_claim(digest) {
+                Ok(_claim) => {
+                    return self
+                        .decide(redis_key, Some(digest), policy, cost, deadline)
+                        .await;
+                }
+                Err(done) => done,
+            };
+            let answered = done.notified();
+            if cache.still_claimed(digest, &done)
+                && tokio::time::timeout_at(deadline, answered).await.is_err()
+            {
+                return Err(CheckError::Timeout);
+            }
+            match cache.lookup(digest, policy, cost, self.clock.now_ns()) {
+                Lookup::Denied(denial) => return Ok(denial),
+                Lookup::Ask => {
+                    return self
+                        .decide(redis_key, Some(digest), policy, cost, deadline)
+                        .await;
+                }
+                Lookup::Reopened => {}
+            }
+        }
+    }
+
     async fn decide(
         &self,
         redis_key: Vec<u8>,
         cache_digest: Option<u64>,
         policy: &Policy,
         cost: u32,
+        deadline: tokio::time::Instant,
     ) -> Result<Decision, CheckError> {
         let Some((emission_ns, tolerance_ns)) = script_timing(policy) else {
             // Refused at start-up by `validate_policy`; kept as a definite answer.
@@ -439,7 +479,7 @@ impl RedisBackend {
                     (redis_error(error), lost)
                 })
         };
-        let answer = match tokio::time::timeout(self.command_timeout, call).await {
+        let answer = match tokio::time::timeout_at(deadline, call).await {
             Ok(answer) => answer,
             Err(_) => Err((CheckError::Timeout, false)),
         };
@@ -459,10 +499,14 @@ impl RedisBackend {
                     reset_after: to_duration(reset_after_ns),
                     retry_after: (!allowed).then(|| to_duration(retry_after_ns)),
                 };
-                if let (false, Some(cache), Some(digest)) =
-                    (allowed, &self.deny_cache, cache_digest)
-                {
-                    cache.denied(digest, sent_ns, decision.reset_after, self.clock.now_ns());
+                if let (Some(cache), Some(digest)) = (&self.deny_cache, cache_digest) {
+                    cache.answered(
+                        digest,
+                        allowed,
+                        sent_ns,
+                        decision.reset_after,
+                        self.clock.now_ns(),
+                    );
                 }
                 Ok(decision)
             }
@@ -580,17 +624,18 @@ impl Backend for RedisBackend {
             )));
         }
         self.faults.trip_poison(policy.id(), key);
-        let cache_digest = match &self.deny_cache {
+        let (cache_digest, reopened) = match &self.deny_cache {
             Some(cache) => {
                 let digest = self
                     .policy_names
                     .with_keyspace(policy, |name| cache.digest(name, key.as_bytes()));
-                if let Some(denial) = cache.denial(digest, policy, cost, self.clock.now_ns()) {
-                    return CheckFuture::ready(Ok(denial));
+                match cache.lookup(digest, policy, cost, self.clock.now_ns()) {
+                    Lookup::Denied(denial) => return CheckFuture::ready(Ok(denial)),
+                    Lookup::Reopened => (Some(digest), true),
+                    Lookup::Ask => (Some(digest), false),
                 }
-                Some(digest)
             }
-            None => None,
+            None => (None, false),
         };
         let redis_key = self.redis_key(policy, key);
         let slow = self.faults.slow_delay();
@@ -598,7 +643,17 @@ impl Backend for RedisBackend {
             if let Some(delay) = slow {
                 tokio::time::sleep(delay).await;
             }
-            self.decide(redis_key, cache_digest, policy, cost).await
+            match (&self.deny_cache, cache_digest) {
+                (Some(cache), Some(digest)) if reopened => {
+                    self.decide_one_at_a_time(cache, redis_key, digest, policy, cost)
+                        .await
+                }
+                _ => {
+                    let deadline = tokio::time::Instant::now() + self.command_timeout;
+                    self.decide(redis_key, cache_digest, policy, cost, deadline)
+                        .await
+                }
+            }
         })
     }
 
