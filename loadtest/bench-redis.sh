@@ -29,6 +29,8 @@ wait_port redis-server "$redis_port"
 cluster_ports=()
 for i in 1 2 3; do
   p=$(port)
+  # A node's cluster bus is its port + 10,000.
+  while ((p > 55535)); do p=$(port); done
   mkdir -p "$scratch/cluster-$p"
   start "cluster-$p" redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$scratch/cluster-$p" --cluster-enabled yes --cluster-config-file nodes.conf

@@ -177,13 +177,24 @@ fn start(script: &str, servers: usize) -> Option<Shared> {
     })
 }
 
-/// `n` distinct free loopback ports.
+/// The highest port a Redis Cluster node may listen on: its cluster bus is its port + 10,000.
+const MAX_CLUSTER_PORT: u16 = 55_535;
+
+/// `n` distinct free loopback ports, each at most [`MAX_CLUSTER_PORT`] (the ephemeral range
+/// reaches past it: a port above is drawn again).
 fn free_ports(n: usize) -> Option<Vec<u16>> {
     // Held together while choosing, so no two are the same.
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let mut listeners = Vec::new();
+    for _ in 0..n * 100 {
+        if listeners.len() == n {
+            break;
+        }
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+        if listener.local_addr().ok()?.port() <= MAX_CLUSTER_PORT {
+            listeners.push(listener);
+        }
+    }
+    (listeners.len() == n).then_some(())?;
     listeners
         .iter()
         .map(|listener| listener.local_addr().ok().map(|address| address.port()))

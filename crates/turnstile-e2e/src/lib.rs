@@ -84,6 +84,24 @@ pub fn workspace_root() -> PathBuf {
 /// A loopback port free at the time of asking (the tool binds it a moment later; a clash is
 /// possible but rare, and shows up as a start-up failure with the tool's own log).
 pub fn free_port() -> u16 {
+    free_port_below(u16::MAX)
+}
+
+/// The highest port a Redis Cluster node may listen on: its cluster bus is its port + 10,000.
+pub const MAX_CLUSTER_PORT: u16 = 55_535;
+
+/// A free loopback port no higher than `max` (drawn again until one is: the ephemeral range
+/// reaches past [`MAX_CLUSTER_PORT`]).
+pub fn free_port_below(max: u16) -> u16 {
+    loop {
+        let port = ephemeral_port();
+        if port <= max {
+            return port;
+        }
+    }
+}
+
+fn ephemeral_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .expect("bind an ephemeral loopback port")
@@ -325,7 +343,11 @@ impl RedisServer {
     /// Starts one in `dir` with `extra_args` on its command line.
     pub async fn start_with(dir: &Path, extra_args: &[&str]) -> Option<Self> {
         let binary = external_tool("redis-server", "redis-server")?;
-        let port = free_port();
+        let port = if extra_args.contains(&"--cluster-enabled") {
+            free_port_below(MAX_CLUSTER_PORT)
+        } else {
+            free_port()
+        };
         let dir = dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
         let mut server = Self {
