@@ -11,6 +11,8 @@
 # 3. Denied-heavy traffic (loadtest/redis-denied.toml: Zipf(2) keys, mostly denied): the
 #    concurrent backend, the redis backend with its local deny cache (the default) and without
 #    it, 3 interleaved rounds; Redis commands per denied check from INFO commandstats.
+#    Parts 1 and 2 also sample the CPU each process spends per check (2 s in the middle of
+#    each run, from /proc): where the two cores go.
 # Prints every round, the medians, and the ratios. Needs redis-server, redis-cli and
 # redis-benchmark (Debian package redis-server; installed here if missing). About 4 minutes
 # after the build.
@@ -71,6 +73,34 @@ evalsha_calls() {
     awk -F'[=,]' '/^cmdstat_evalsha:/ { print $2 }' | grep . || echo 0
 }
 
+hz=$(getconf CLK_TCK)
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+redis_ticks() { # name: the Redis processes a gateway (or redis-benchmark) talks to
+  local p total=0
+  if [[ $1 == redis-cluster ]]; then
+    for p in "${cluster_ports[@]}"; do total=$((total + $(cpu_ticks "${pid[cluster-$p]}"))); done
+  elif [[ $1 == redis* ]]; then
+    total=$(cpu_ticks "${pid[redis-server]}")
+  fi
+  echo "$total"
+}
+declare -A cpu_gateway cpu_redis cpu_rest
+sample_cpu() { # name, then the load command: runs it, samples 2 s in its middle
+  local name=$1 g0 r0 m0 g1 r1 m1 job
+  shift
+  "$@" &
+  job=$!
+  sleep 2
+  g0=$( [[ -n ${pid[$name]:-} ]] && cpu_ticks "${pid[$name]}" || echo 0); r0=$(redis_ticks "$name"); m0=$(machine_ticks)
+  sleep 2
+  g1=$( [[ -n ${pid[$name]:-} ]] && cpu_ticks "${pid[$name]}" || echo 0); r1=$(redis_ticks "$name"); m1=$(machine_ticks)
+  wait "$job"
+  sampled="$((g1 - g0)) $((r1 - r0)) $((m1 - m0 - (g1 - g0) - (r1 - r0)))"
+}
+per_check() { # ticks over the 2 s sample, checks/s: µs of CPU per check
+  python3 -c "print(round($1 / $hz / 2 / $2 * 1e6, 1))"
+}
+
 allowed=(actor sharded concurrent redis redis-cluster)
 declare -A rates
 echo "## Allowed traffic: /v1/check, closed loop, 64 connections, 10,000 keys (checks/s)"
@@ -80,10 +110,14 @@ echo "|---|$(printf -- '---|%.0s' "${allowed[@]}")"
 for round in 1 2 3; do
   row="| $round |"
   for name in "${allowed[@]}"; do
-    target/dist/turnstile-load run --scenario loadtest/redis-check.toml \
+    sample_cpu "$name" target/dist/turnstile-load run --scenario loadtest/redis-check.toml \
       --target "${url[$name]}" --json "$result" --quiet >/dev/null
     rate=$(field "r['throughput']")
     rates[$name]+="$rate "
+    read -r g r rest <<<"$sampled"
+    cpu_gateway[$name]+="$(per_check "$g" "$rate") "
+    cpu_redis[$name]+="$(per_check "$r" "$rate") "
+    cpu_rest[$name]+="$(per_check "$rest" "$rate") "
     row+=" $rate |"
   done
   echo "$row"
@@ -96,15 +130,31 @@ echo
 echo "## redis-benchmark: EVALSHA of the backend's own script (calls/s)"
 bench_rates=""
 for round in 1 2 3; do
-  # 10 per second, burst 5, cost 1, Redis's clock, no expiry slack.
-  rate=$(redis-benchmark -p "$redis_port" -c 64 -n 100000 -r 10000 -q \
-    EVALSHA "$sha" 1 "bench:__rand_int__" 100000000 500000000 1 5 "" 0 \
-    | tr '\r' '\n' | awk '/requests per second/ { for (i = 2; i <= NF; i++) if ($i == "requests") print $(i - 1) }' | tail -1)
+  # 10 per second, burst 5, cost 1, Redis's clock, no expiry slack. 200,000 calls: long
+  # enough (~6 s here) for the CPU sample in its middle.
+  sample_cpu redis-benchmark sh -c "redis-benchmark -p $redis_port -c 64 -n 200000 -r 10000 -q \
+    EVALSHA $sha 1 'bench:__rand_int__' 100000000 500000000 1 5 '' 0 > $scratch/bench.out"
+  rate=$(tr '\r' '\n' <"$scratch/bench.out" | awk '/requests per second/ { for (i = 2; i <= NF; i++) if ($i == "requests") print $(i - 1) }' | tail -1)
+  read -r g r rest <<<"$sampled"
+  cpu_redis[redis-benchmark]+="$(per_check "$r" "${rate%.*}") "
+  cpu_rest[redis-benchmark]+="$(per_check "$rest" "${rate%.*}") "
   echo "round $round: ${rate%.*}"
   bench_rates+="${rate%.*} "
 done
 redis_median=$(median "$bench_rates")
 echo "median redis-benchmark: $redis_median"
+
+echo
+echo "## CPU per check (µs, median of 3 rounds; 2 s sampled mid-run; rest = load generator, kernel, other)"
+echo
+echo "| run | gateway | Redis | rest | total |"
+echo "|---|---|---|---|---|"
+for name in concurrent redis redis-cluster redis-benchmark; do
+  g=$( [[ $name == redis-benchmark ]] && echo 0 || median "${cpu_gateway[$name]}")
+  r=$( [[ $name == concurrent ]] && echo 0 || median "${cpu_redis[$name]}")
+  rest=$(median "${cpu_rest[$name]}")
+  echo "| $name | $g | $r | $rest | $(python3 -c "print(round($g + $r + $rest, 1))") |"
+done
 
 denied=(concurrent redis redis-no-cache)
 declare -A denied_rates per_denied
