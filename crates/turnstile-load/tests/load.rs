@@ -309,6 +309,7 @@ fn every_shipped_scenario_loads() {
             "max-rate",
             "ramp",
             "redis-check",
+            "redis-denied",
             "rls",
             "scaling",
             "steady"
