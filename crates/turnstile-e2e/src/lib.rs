@@ -15,7 +15,8 @@
 //!   from Redis's own counters ([`RedisServer`], [`redis_command_calls`], gateways from
 //!   [`start_gateway`]).
 //! - `tests/redis_cluster.rs`: the same over a Redis Cluster of 3 primaries and 3 replicas
-//!   ([`RedisCluster`]), and a primary killed under load and failed over.
+//!   ([`RedisCluster`]), and a primary killed under load and failed over. Both share
+//!   `tests/common` (a check over HTTP, readiness, the hot-key exactness run).
 //! - `tests/nginx.rs`: the shipped `auth_request` configuration in a real nginx.
 //! - `tests/deploy.rs`: compose, Prometheus, Grafana, Dockerfile and Kubernetes files agree
 //!   with the code and each other (no tools).

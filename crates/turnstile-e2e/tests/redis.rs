@@ -13,12 +13,15 @@ use std::time::Duration;
 use turnstile_backend::BackendKind;
 use turnstile_core::{Clock, ManualClock};
 use turnstile_e2e::{
-    RedisServer, http_client, metric, parse_json, redis_cli, redis_command_calls, redis_info_field,
+    RedisServer, http_client, metric, redis_cli, redis_command_calls, redis_info_field,
     scratch_dir, start_gateway, wait_until,
 };
 use turnstile_gateway::testing::RunningGateway;
 use turnstile_load::engine::{self, RunOptions, Target};
 use turnstile_load::scenario::Scenario;
+
+mod common;
+use common::{assert_a_hot_key_admits_exactly, check_key, ready, targets, until_ready};
 
 /// A gateway on the redis backend: `scarce` and `scarce_too` (50 per hour: nothing refills
 /// during a test, so exactly 50 are ever admitted per key and policy) and `closed` (fails
@@ -57,14 +60,6 @@ failure_mode = "closed"
     )
 }
 
-async fn targets(gateways: &[RunningGateway]) -> Vec<Target> {
-    let mut targets = Vec::new();
-    for gateway in gateways {
-        targets.push(Target::parse(&gateway.url()).await.unwrap());
-    }
-    targets
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(has_redis_server),
@@ -83,34 +78,7 @@ async fn three_replicas_sharing_one_redis_admit_exactly_the_global_limit() {
     let targets = targets(&gateways).await;
 
     // One hot key, hammered through all three replicas by 48 closed-loop connections.
-    let hot: Scenario = toml::from_str(
-        r#"
-name = "replicas-hot"
-mode = "closed"
-connections = 48
-duration = "2s"
-warmup = "0s"
-timeout = "5s"
-[traffic]
-keys = { distribution = "hot" }
-policies = [{ value = "scarce" }]
-"#,
-    )
-    .unwrap();
-    let result = engine::run_spread(&hot, &targets, &RunOptions::default())
-        .await
-        .unwrap();
-    let outcomes = &result.outcomes;
-    assert!(result.requests > 500, "too little load: {outcomes:?}");
-    assert_eq!(
-        outcomes.allowed, 50,
-        "one key, one global limit: {outcomes:?}"
-    );
-    assert_eq!(
-        outcomes.allowed + outcomes.limited,
-        result.requests,
-        "{outcomes:?}"
-    );
+    assert_a_hot_key_admits_exactly(&targets, "scarce", 50).await;
 
     // Twenty fresh keys: every one saturated, so exactly 20 × 50 admitted in all.
     let many: Scenario = toml::from_str(
@@ -151,44 +119,6 @@ async fn check(
     policy: &str,
 ) -> (u16, serde_json::Value) {
     check_key(client, gateway, "probe", policy).await
-}
-
-/// `POST /v1/check` of `key`, returning (status, JSON body).
-async fn check_key(
-    client: &reqwest::Client,
-    gateway: &RunningGateway,
-    key: &str,
-    policy: &str,
-) -> (u16, serde_json::Value) {
-    let response = client
-        .post(format!("{}/v1/check", gateway.url()))
-        .json(&serde_json::json!({ "key": key, "policy": policy }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, parse_json(&response.text().await.unwrap()))
-}
-
-async fn ready(client: &reqwest::Client, gateway: &RunningGateway) -> bool {
-    client
-        .get(format!("{}/readyz", gateway.url()))
-        .send()
-        .await
-        .is_ok_and(|response| response.status().is_success())
-}
-
-/// Polls `/readyz` until the gateway says it is ready (for the redis backend: it reaches Redis).
-async fn until_ready(
-    client: &reqwest::Client,
-    gateway: &RunningGateway,
-    what: &str,
-    within: Duration,
-) {
-    wait_until(what, within, || async {
-        ready(client, gateway).await.then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use turnstile_e2e::{RedisCluster, http_client, parse_json, redis_cli, scratch_dir, start_gateway};
+use turnstile_e2e::{RedisCluster, http_client, redis_cli, scratch_dir, start_gateway};
 use turnstile_gateway::testing::RunningGateway;
 use turnstile_load::engine::{self, RunOptions, Target};
 use turnstile_load::scenario::Scenario;
+
+mod common;
+use common::{assert_a_hot_key_admits_exactly, check_key, targets, until_ready};
 
 /// A gateway in cluster mode over `seeds`: `scarce` (50 per hour), `pair` (2 per hour: nothing
 /// refills during a test) and `default` (1000/s, fails open).
@@ -50,39 +53,18 @@ period = "1h"
 }
 
 /// `POST /v1/check`: (status, body, how long the answer took).
-async fn check(
+async fn timed_check(
     client: &reqwest::Client,
     gateway: &RunningGateway,
     key: &str,
     policy: &str,
 ) -> (u16, serde_json::Value, Duration) {
     let started = Instant::now();
-    let response = client
-        .post(format!("{}/v1/check", gateway.url()))
-        .json(&serde_json::json!({ "key": key, "policy": policy }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = parse_json(&response.text().await.unwrap());
+    let (status, body) = check_key(client, gateway, key, policy).await;
     (status, body, started.elapsed())
 }
 
-async fn until_ready(client: &reqwest::Client, gateway: &RunningGateway) {
-    turnstile_e2e::wait_until(
-        "the gateway to reach the cluster",
-        Duration::from_secs(30),
-        || async {
-            client
-                .get(format!("{}/readyz", gateway.url()))
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success())
-                .then_some(())
-        },
-    )
-    .await;
-}
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -99,38 +81,17 @@ async fn three_replicas_over_a_cluster_admit_exactly_the_global_limit_on_every_p
         .collect();
     let client = http_client();
     for gateway in &gateways {
-        until_ready(&client, gateway).await;
+        until_ready(
+            &client,
+            gateway,
+            "the gateway to reach the cluster",
+            READY_WITHIN,
+        )
+        .await;
     }
 
     // One hot key through all three replicas, 48 closed-loop connections.
-    let mut targets = Vec::new();
-    for gateway in &gateways {
-        targets.push(Target::parse(&gateway.url()).await.unwrap());
-    }
-    let hot: Scenario = toml::from_str(
-        r#"
-name = "cluster-hot"
-mode = "closed"
-connections = 48
-duration = "2s"
-warmup = "0s"
-timeout = "5s"
-[traffic]
-keys = { distribution = "hot" }
-policies = [{ value = "scarce" }]
-"#,
-    )
-    .unwrap();
-    let result = engine::run_spread(&hot, &targets, &RunOptions::default())
-        .await
-        .unwrap();
-    let outcomes = &result.outcomes;
-    assert!(result.requests > 500, "too little load: {outcomes:?}");
-    assert_eq!(
-        outcomes.allowed, 50,
-        "one key, one global limit: {outcomes:?}"
-    );
-    assert_eq!(outcomes.allowed + outcomes.limited, result.requests);
+    assert_a_hot_key_admits_exactly(&targets(&gateways).await, "scarce", 50).await;
 
     // A thousand keys, each checked four times at once, one check through each replica and
     // a fourth through the first: exactly two admitted per key.
@@ -141,7 +102,8 @@ policies = [{ value = "scarce" }]
             let client = client.clone();
             let gateway = &gateways[nth % gateways.len()];
             async move {
-                let (status, body, _) = check(&client, gateway, &format!("k{key}"), "pair").await;
+                let (status, body, _) =
+                    timed_check(&client, gateway, &format!("k{key}"), "pair").await;
                 assert_eq!(status, 200, "{body}");
                 assert!(body.get("dropped").is_none(), "{body}");
                 (key, body["allowed"] == true)
@@ -204,7 +166,13 @@ async fn a_primary_killed_under_load_costs_only_its_slots_until_its_replica_is_p
     };
     let gateway = cluster_gateway(&cluster.seeds(), "500ms");
     let client = http_client();
-    until_ready(&client, &gateway).await;
+    until_ready(
+        &client,
+        &gateway,
+        "the gateway to reach the cluster",
+        READY_WITHIN,
+    )
+    .await;
 
     // A key served by the primary about to die, and one served by another primary.
     let victim = cluster.primaries()[0].port;
@@ -257,8 +225,8 @@ policies = [{ value = "default" }]
             killed_at = Some(started.elapsed());
         }
         let (on_doomed, on_survivor) = tokio::join!(
-            check(&client, &gateway, &doomed, "default"),
-            check(&client, &gateway, &survivor, "default"),
+            timed_check(&client, &gateway, &doomed, "default"),
+            timed_check(&client, &gateway, &survivor, "default"),
         );
         for ((status, body, took), probes) in [
             (on_doomed, &mut doomed_probes),
@@ -352,5 +320,11 @@ policies = [{ value = "default" }]
         cluster.primaries().iter().all(|node| node.port != victim),
         "the killed primary still serves"
     );
-    until_ready(&client, &gateway).await;
+    until_ready(
+        &client,
+        &gateway,
+        "the gateway to reach the cluster",
+        READY_WITHIN,
+    )
+    .await;
 }
