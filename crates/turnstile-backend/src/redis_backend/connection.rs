@@ -64,12 +64,11 @@ impl ConnectionLike for Connection {
 
 /// Makes the connection on first use and hands out handles on it.
 pub(crate) struct Connector {
-    mode: RedisMode,
     /// Set once a connection exists; a failed cluster connect leaves it empty, and the next
     /// caller tries again.
     connection: OnceCell<Connection>,
-    /// The cluster client, kept to retry the initial connection (standalone: `None`, its
-    /// manager is made at once, unconnected).
+    /// The cluster client, kept to retry the initial connection; `None` in standalone mode,
+    /// whose manager is made at once, unconnected.
     cluster: Option<ClusterClient>,
 }
 
@@ -99,7 +98,6 @@ impl Connector {
                 let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
                     .map_err(|error| unusable(error.to_string()))?;
                 Ok(Self {
-                    mode: config.mode,
                     connection: OnceCell::new_with(Some(Connection::Standalone(manager))),
                     cluster: None,
                 })
@@ -114,7 +112,6 @@ impl Connector {
                     .build()
                     .map_err(|error| unusable(error.to_string()))?;
                 Ok(Self {
-                    mode: config.mode,
                     connection: OnceCell::new(),
                     cluster: Some(client),
                 })
@@ -123,7 +120,11 @@ impl Connector {
     }
 
     pub(crate) fn mode(&self) -> RedisMode {
-        self.mode
+        if self.cluster.is_some() {
+            RedisMode::Cluster
+        } else {
+            RedisMode::Standalone
+        }
     }
 
     /// A handle on the connection, connecting first if there is none yet (cluster mode only:

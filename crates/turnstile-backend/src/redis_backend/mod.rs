@@ -512,7 +512,7 @@ impl RedisBackend {
             }
             Err((error, unreachable)) => {
                 // In a cluster one unreachable primary is its slots' problem, not the
-                // cluster's: readiness is the probe's alone there (see `Connector::probe`).
+                // cluster's: only the probe clears readiness there (see `Connector::probe`).
                 if unreachable && self.connector.mode() == RedisMode::Standalone {
                     self.health.reachable.store(false, Ordering::Relaxed);
                 }
