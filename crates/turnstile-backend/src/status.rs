@@ -1,12 +1,15 @@
 //! What a backend reports about itself, and what it tells an observer as it happens.
+//!
+//! The snapshot types also deserialize: they are the admin API's wire format, which clients
+//! (the load generator's live view) read back.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use turnstile_actor::{ExitReason, SupervisorObserver, SupervisorState};
 
 use crate::BackendKind;
 
 /// A snapshot for the admin API and the metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStatus {
     /// Which backend.
     pub backend: BackendKind,
@@ -23,7 +26,7 @@ pub struct BackendStatus {
 }
 
 /// The redis backend's side of a [`BackendStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisStatus {
     /// One Redis or a cluster.
     pub mode: crate::RedisMode,
@@ -40,7 +43,7 @@ pub struct RedisStatus {
 }
 
 /// A backend's serving state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// Serving.
@@ -62,7 +65,7 @@ impl From<SupervisorState> for BackendState {
 }
 
 /// One supervised actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildStatus {
     /// Its index (shard number; 0 for the single actor).
     pub index: usize,
@@ -75,7 +78,7 @@ pub struct ChildStatus {
 }
 
 /// The check pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolStatus {
     /// Configured size.
     pub max_size: usize,

@@ -69,6 +69,27 @@ impl Connection {
         self.sender.as_mut()
     }
 
+    /// Sends `request` and gives the status and body as they are (for the admin API, whose
+    /// answers are read, not classified); `None` if the target could not be reached or the
+    /// connection failed mid-answer.
+    pub async fn fetch(&mut self, request: Request<Full<Bytes>>) -> Option<(StatusCode, Bytes)> {
+        let sender = self.sender().await?;
+        let answer = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
+        };
+        match answer.await {
+            Ok(answer) => Some(answer),
+            Err(_) => {
+                self.sender = None;
+                None
+            }
+        }
+    }
+
     /// Sends `request` and reads the whole answer.
     pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Outcome {
         let Some(sender) = self.sender().await else {

@@ -6,6 +6,7 @@
 //! `[gateway]` settings, the load generator trusted as a proxy (so `X-Forwarded-For` sets the
 //! client IP), and an admin listener for the scenario's faults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,8 +16,10 @@ use turnstile_gateway::Config;
 use turnstile_gateway::testing::{self, RunningGateway};
 
 use crate::engine::{self, RunOptions, Target};
+use crate::live::{Hub, LiveBackend};
 use crate::result::RunResult;
 use crate::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
+use crate::timeline::TimelineHandle;
 
 /// Starts a gateway with `backend`, the scenario's gateway settings, then `extra`, on
 /// loopback ports with an admin listener, through the gateway's own harness.
@@ -76,9 +79,13 @@ pub struct Comparison {
     pub runs: Vec<RunResult>,
     /// The sweep, if the scenario asks for one.
     pub sweep: Vec<SweepPoint>,
+    /// Whether the backends ran at the same time (`--live`) rather than one after the other.
+    #[serde(default)]
+    pub side_by_side: bool,
 }
 
 /// Where the gateways under comparison come from.
+#[derive(Debug, Clone)]
 pub enum Targets {
     /// Start one per backend here.
     Local(Vec<BackendKind>),
@@ -91,48 +98,62 @@ pub enum Targets {
     },
 }
 
-/// Runs the comparison.
+/// One gateway under comparison, ready to be loaded.
+struct Prepared {
+    label: String,
+    url: String,
+    admin: Option<Target>,
+    admin_token: Option<String>,
+    /// A backend to start here when its run begins (sequential runs start each gateway only
+    /// when its turn comes, so an idle one does not share the machine with the one loaded).
+    deferred: Option<BackendKind>,
+    /// Started here: stopped when its run ends.
+    local: Option<RunningGateway>,
+}
+
+/// Runs the comparison. Without `live`, one backend after the other, so each has the machine
+/// to itself; with it, all at once, side by side on the live view (their figures then share
+/// the machine, which the report says).
 pub async fn compare(
     scenario: &Scenario,
     targets: Targets,
     progress: bool,
+    live: Option<&Arc<Hub>>,
 ) -> anyhow::Result<Comparison> {
-    let mut runs = Vec::new();
-    match targets {
-        Targets::Local(backends) => {
-            for backend in backends {
-                let gateway = start_gateway(backend, &scenario.gateway, &toml::Table::new())?;
-                let options = RunOptions {
-                    label: backend.to_string(),
-                    admin: None,
-                    admin_token: None,
-                    progress,
-                };
-                // The `rls` route calls the gateway's gRPC listener; the others its HTTP one.
-                let url = match (scenario.traffic.route, gateway.rls) {
-                    (Route::Rls, Some(rls)) => format!("http://{rls}"),
-                    _ => gateway.url(),
-                };
-                let result = run_against(scenario, &url, gateway.admin_url(), options).await;
-                tokio::task::spawn_blocking(move || gateway.stop()).await??;
-                runs.push(result?);
+    let runs = match live {
+        None => {
+            let mut runs = Vec::new();
+            for gateway in prepare(scenario, &targets, false).await? {
+                runs.push(run_prepared(scenario, gateway, progress, None).await?);
             }
+            runs
         }
-        Targets::Urls {
-            gateways,
-            admin_token,
-        } => {
-            for (label, url, admin) in gateways {
-                let options = RunOptions {
-                    label,
-                    admin: None,
-                    admin_token: admin_token.clone(),
-                    progress,
-                };
-                runs.push(run_against(scenario, &url, admin, options).await?);
-            }
+        Some(hub) => {
+            let gateways = prepare(scenario, &targets, true).await?;
+            let timelines: Vec<TimelineHandle> =
+                gateways.iter().map(|_| TimelineHandle::default()).collect();
+            hub.begin_run(
+                gateways
+                    .iter()
+                    .zip(&timelines)
+                    .map(|(gateway, timeline)| LiveBackend {
+                        label: gateway.label.clone(),
+                        admin: gateway.admin.clone(),
+                        admin_token: gateway.admin_token.clone(),
+                        timeline: timeline.clone(),
+                    })
+                    .collect(),
+            );
+            let runs = gateways
+                .into_iter()
+                .zip(timelines)
+                .map(|(gateway, timeline)| run_prepared(scenario, gateway, false, Some(timeline)));
+            futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<Vec<_>>>()?
         }
-    }
+    };
     let sweep = match &scenario.sweep {
         Some(sweep) => run_sweep(scenario, sweep, progress).await?,
         None => Vec::new(),
@@ -141,21 +162,108 @@ pub async fn compare(
         scenario: scenario.clone(),
         runs,
         sweep,
+        side_by_side: live.is_some(),
     })
 }
 
-/// Runs `scenario` against the gateway at `url`, with its admin API at `admin` (if any)
-/// filled into `options`.
+/// Resolves the gateways given by URL; starts the local ones now if `start_now`, else when
+/// their turn comes.
+async fn prepare(
+    scenario: &Scenario,
+    targets: &Targets,
+    start_now: bool,
+) -> anyhow::Result<Vec<Prepared>> {
+    let mut prepared = Vec::new();
+    match targets {
+        Targets::Local(backends) => {
+            for backend in backends {
+                let mut gateway = Prepared {
+                    label: backend.to_string(),
+                    url: String::new(),
+                    admin: None,
+                    admin_token: None,
+                    deferred: Some(*backend),
+                    local: None,
+                };
+                if start_now {
+                    start_local(scenario, &mut gateway).await?;
+                }
+                prepared.push(gateway);
+            }
+        }
+        Targets::Urls {
+            gateways,
+            admin_token,
+        } => {
+            for (label, url, admin) in gateways {
+                Target::parse(url).await?;
+                let admin = match admin {
+                    Some(admin) => Some(Target::parse(admin).await?),
+                    None => None,
+                };
+                prepared.push(Prepared {
+                    label: label.clone(),
+                    url: url.clone(),
+                    admin,
+                    admin_token: admin_token.clone(),
+                    deferred: None,
+                    local: None,
+                });
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+/// Starts the gateway's deferred backend here and fills in where it listens.
+async fn start_local(scenario: &Scenario, gateway: &mut Prepared) -> anyhow::Result<()> {
+    let Some(backend) = gateway.deferred.take() else {
+        return Ok(());
+    };
+    let running = start_gateway(backend, &scenario.gateway, &toml::Table::new())?;
+    // The `rls` route calls the gateway's gRPC listener; the others its HTTP one.
+    gateway.url = match (scenario.traffic.route, running.rls) {
+        (Route::Rls, Some(rls)) => format!("http://{rls}"),
+        _ => running.url(),
+    };
+    gateway.admin = match running.admin_url() {
+        Some(admin) => Some(Target::parse(&admin).await?),
+        None => None,
+    };
+    gateway.local = Some(running);
+    Ok(())
+}
+
+/// Loads one prepared gateway (starting it first if its start was deferred), then stops it if
+/// it was started here.
+async fn run_prepared(
+    scenario: &Scenario,
+    mut gateway: Prepared,
+    progress: bool,
+    timeline: Option<TimelineHandle>,
+) -> anyhow::Result<RunResult> {
+    start_local(scenario, &mut gateway).await?;
+    let options = RunOptions {
+        label: gateway.label.clone(),
+        admin: gateway.admin.clone(),
+        admin_token: gateway.admin_token.clone(),
+        progress,
+        timeline,
+    };
+    let result = run_against(scenario, &gateway.url, options).await;
+    if let Some(local) = gateway.local.take() {
+        tokio::task::spawn_blocking(move || local.stop()).await??;
+    }
+    result
+}
+
+/// Runs `scenario` against the gateway at `url` and prints its table.
 async fn run_against(
     scenario: &Scenario,
     url: &str,
-    admin: Option<String>,
-    mut options: RunOptions,
+    options: RunOptions,
 ) -> anyhow::Result<RunResult> {
     let target = Target::parse(url).await?;
-    if let Some(admin) = admin {
-        options.admin = Some(Target::parse(&admin).await?);
-    }
     let result = engine::run(scenario, &target, &options).await?;
     eprintln!("{}", result.table());
     Ok(result)
@@ -216,9 +324,8 @@ async fn run_sweep(
                 &Target::parse(&gateway.url()).await?,
                 &RunOptions {
                     label: name.clone(),
-                    admin: None,
-                    admin_token: None,
                     progress,
+                    ..RunOptions::default()
                 },
             )
             .await;

@@ -5,24 +5,21 @@
 //! latency from the *scheduled* time, so a stalled server shows up in the percentiles instead
 //! of silently slowing the generator down (coordinated omission).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::Full;
-use hyper::Request;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
-use turnstile_gateway::api::admin;
 
 use crate::client::{Connection, Outcome, RlsConnection};
+use crate::faults;
 use crate::result::{Latency, Outcomes, RunResult};
-use crate::scenario::{FaultAction, Mode, Route, Scenario};
+use crate::scenario::{Mode, Route, Scenario};
+use crate::timeline::{self, GatewayPoll, IntervalRecorder, Span, TimelineHandle};
 use crate::traffic::{Built, RequestFactory};
 
 /// Where to send load.
@@ -89,6 +86,9 @@ pub struct RunOptions {
     pub admin_token: Option<String>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Where the run's timeline goes as it is taken (the live view holds the other end);
+    /// `None`: a timeline of its own, returned in the result.
+    pub timeline: Option<TimelineHandle>,
 }
 
 /// Counts of one connection, merged at the end.
@@ -146,12 +146,31 @@ pub async fn run_spread(
             }
         })
     });
-    let faults = tokio::spawn(inject_faults(
+    let timeline = options.timeline.clone().unwrap_or_default();
+    timeline.begin(start, scenario.warmup);
+    let faults = tokio::spawn(faults::inject_scheduled(
         scenario.clone(),
         options.admin.clone(),
         options.admin_token.clone(),
-        measure_from,
-        end,
+        timeline.clone(),
+        (measure_from, end),
+    ));
+    let recorders: Vec<Arc<IntervalRecorder>> = (0..scenario.connections)
+        .map(|_| Arc::new(IntervalRecorder::new()))
+        .collect();
+    let sampler = tokio::spawn(timeline::sample(
+        recorders.clone(),
+        timeline.clone(),
+        options.admin.clone().map(|admin| GatewayPoll {
+            admin,
+            admin_token: options.admin_token.clone(),
+        }),
+        scenario.clone(),
+        Span {
+            start,
+            measure_from,
+            end,
+        },
     ));
 
     let connections: Vec<_> = (0..scenario.connections)
@@ -165,11 +184,13 @@ pub async fn run_spread(
                 measure_from,
                 end,
             };
+            let recorder = Arc::clone(&recorders[index]);
             tokio::spawn(async move {
                 let connection = ConnectionSpec {
                     index,
                     address,
                     factory: &factory,
+                    recorder: &recorder,
                 };
                 drive_connection(connection, &scenario, window, &sent).await
             })
@@ -185,6 +206,7 @@ pub async fn run_spread(
         sent_in_window += stats.sent_in_window;
     }
     let (faults_injected, fault_errors) = faults.await.unwrap_or((0, 0));
+    let _ = sampler.await;
     if let Some(ticker) = ticker {
         ticker.abort();
     }
@@ -211,6 +233,7 @@ pub async fn run_spread(
         outcomes,
         faults_injected,
         fault_errors,
+        timeline: timeline.snapshot(),
         histogram: Some(histogram),
     })
 }
@@ -272,6 +295,8 @@ struct ConnectionSpec<'a> {
     index: usize,
     address: SocketAddr,
     factory: &'a RequestFactory,
+    /// This connection's counts for the current second of the timeline.
+    recorder: &'a IntervalRecorder,
 }
 
 async fn drive_connection(
@@ -284,6 +309,7 @@ async fn drive_connection(
         index,
         address,
         factory,
+        recorder,
     } = spec;
     let Window {
         start,
@@ -324,6 +350,7 @@ async fn drive_connection(
         let request = factory.build_any(&mut rng);
         let sent_at = Instant::now();
         sent.fetch_add(1, Ordering::Relaxed);
+        recorder.sent();
         let outcome = match tokio::time::timeout(scenario.timeout, connection.send(request)).await {
             Ok(outcome) => Some(outcome),
             Err(_) => {
@@ -336,15 +363,15 @@ async fn drive_connection(
             connection.reset();
         }
         let finished = Instant::now();
+        let micros = u64::try_from(finished.saturating_duration_since(scheduled).as_micros())
+            .unwrap_or(u64::MAX);
+        recorder.finished(outcome.as_ref(), micros);
         // Counted if *sent* in the measured window; latency still runs from the scheduled
         // time, so a backlog carried over from the warm-up shows in full.
         if sent_at >= measure_from {
             stats.sent_in_window += 1;
-            let micros = finished.saturating_duration_since(scheduled).as_micros();
-            let _ = stats
-                .histogram
-                .record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
-            count(&mut stats.outcomes, outcome);
+            let _ = stats.histogram.record(micros.max(1));
+            stats.outcomes.count(outcome.as_ref());
         }
         if scenario.mode == Mode::Open {
             let elapsed = scheduled.saturating_duration_since(measure_from);
@@ -362,99 +389,6 @@ fn slot_interval(scenario: &Scenario, elapsed: Duration, connections: f64) -> Du
         return Duration::from_millis(10);
     }
     Duration::from_secs_f64(connections / rate)
-}
-
-fn count(outcomes: &mut Outcomes, outcome: Option<Outcome>) {
-    match outcome {
-        Some(Outcome::Allowed) => outcomes.allowed += 1,
-        Some(Outcome::Limited) => outcomes.limited += 1,
-        Some(Outcome::Dropped(reason)) => *outcomes.dropped.entry(reason).or_default() += 1,
-        Some(Outcome::Error(status)) => {
-            *outcomes
-                .errors
-                .entry(status.as_u16().to_string())
-                .or_default() += 1
-        }
-        Some(Outcome::ConnectionError) => outcomes.connection_errors += 1,
-        None => outcomes.timeouts += 1,
-    }
-}
-
-/// Fires the scenario's faults at their times; returns (injected, failed).
-async fn inject_faults(
-    scenario: Scenario,
-    admin: Option<Target>,
-    admin_token: Option<String>,
-    measure_from: Instant,
-    end: Instant,
-) -> (u64, u64) {
-    if scenario.faults.is_empty() {
-        return (0, 0);
-    }
-    let Some(admin) = admin else {
-        tracing::warn!("the scenario has faults but no admin URL was given: none injected");
-        return (0, scenario.faults.len() as u64);
-    };
-    let mut schedule: BTreeMap<Instant, Vec<FaultAction>> = BTreeMap::new();
-    for fault in &scenario.faults {
-        let mut at = measure_from + fault.at;
-        while at < end {
-            schedule.entry(at).or_default().push(fault.action.clone());
-            match fault.every {
-                Some(every) if !every.is_zero() => at += every,
-                _ => break,
-            }
-        }
-    }
-    let (mut injected, mut failed) = (0, 0);
-    let mut connection = Connection::new(admin.address);
-    for (at, actions) in schedule {
-        tokio::time::sleep_until(at).await;
-        for action in actions {
-            let request = admin_request(&action, &admin.host, admin_token.as_deref());
-            match connection.send(request).await {
-                Outcome::Allowed => injected += 1,
-                other => {
-                    tracing::warn!(?action, ?other, "fault injection failed");
-                    failed += 1;
-                }
-            }
-        }
-    }
-    (injected, failed)
-}
-
-fn admin_request(action: &FaultAction, host: &str, token: Option<&str>) -> Request<Full<Bytes>> {
-    let (path, body) = match action {
-        FaultAction::CrashActor => (admin::CRASH_ACTOR.to_owned(), String::new()),
-        FaultAction::CrashShard { shard } => (admin::crash_shard(*shard), String::new()),
-        FaultAction::CrashWorker => (admin::CRASH_WORKER.to_owned(), String::new()),
-        FaultAction::Poison { key, policy } => (
-            admin::POISON.to_owned(),
-            serde_json::to_string(&admin::PoisonRequest {
-                key: key.clone(),
-                policy: policy.clone(),
-            })
-            .unwrap_or_default(),
-        ),
-        FaultAction::Slow { delay, duration } => (
-            admin::SLOW.to_owned(),
-            serde_json::to_string(&admin::SlowRequest {
-                delay: *delay,
-                duration: *duration,
-            })
-            .unwrap_or_default(),
-        ),
-    };
-    let mut request = Request::post(path)
-        .header("host", host)
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    request
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
 }
 
 #[cfg(test)]

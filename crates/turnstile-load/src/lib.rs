@@ -11,6 +11,10 @@
 //! - [`traffic`]: request construction (check or gateway route; uniform, zipf or hot keys).
 //! - [`client`]: one keep-alive connection and answer classification.
 //! - [`engine`]: the open-loop (coordinated-omission-correct) and closed-loop runner.
+//! - [`timeline`]: the run second by second (rates, latency, outcomes, the gateway's mailbox
+//!   depth and restarts), with faults and restarts marked.
+//! - [`faults`]: fault injection through a gateway's admin API.
+//! - [`live`]: `--live`, the page that shows the timelines while the run goes on.
 //! - [`result`]: counts, percentiles, the table, JSON, and the `.hgrm` distribution.
 //! - [`compare`]: every backend under one scenario, and the shard/work sweep.
 //! - [`report`]: Markdown and HTML (inline SVG) reports.
@@ -27,9 +31,12 @@
 pub mod client;
 pub mod compare;
 pub mod engine;
+pub mod faults;
+pub mod live;
 pub mod report;
 pub mod result;
 pub mod scenario;
 pub mod tables;
+pub mod timeline;
 pub mod traffic;
 pub mod trivial;

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,7 +12,9 @@ use clap::{Parser, Subcommand};
 use turnstile_backend::BackendKind;
 use turnstile_load::compare::{self, Targets};
 use turnstile_load::engine::{self, RunOptions, Target};
+use turnstile_load::live::{self, Hub, LiveBackend};
 use turnstile_load::scenario::{Mode, Scenario};
+use turnstile_load::timeline::TimelineHandle;
 
 /// Load generator for Turnstile.
 #[derive(Debug, Parser)]
@@ -73,6 +76,13 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Serve the live view while the run goes on (its address is printed), and keep
+        /// serving it afterwards until interrupted.
+        #[arg(long)]
+        live: bool,
+        /// Where the live view listens (port 0: one the OS picks).
+        #[arg(long, default_value = "127.0.0.1:0", requires = "live")]
+        live_listen: std::net::SocketAddr,
     },
     /// Run a scenario against each backend and write a report.
     Compare {
@@ -99,6 +109,13 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Serve the live view while the run goes on, with the backends loaded side by side instead of one after the other (its address is printed), and keep
+        /// serving it afterwards until interrupted.
+        #[arg(long)]
+        live: bool,
+        /// Where the live view listens (port 0: one the OS picks).
+        #[arg(long, default_value = "127.0.0.1:0", requires = "live")]
+        live_listen: std::net::SocketAddr,
     },
     /// Serve a bare axum route (`GET /` → 200 "ok"): the baseline for measuring the generator
     /// and the gateway; or, with `--mirror`, one captured answer of another server.
@@ -164,6 +181,8 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
             json,
             hgrm,
             quiet,
+            live,
+            live_listen,
         } => {
             let mut scenario = Scenario::load(&scenario)?;
             if let Some(rate) = rate {
@@ -202,22 +221,52 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                 label: target.join(","),
                 admin,
                 admin_token,
-                progress: interactive && !quiet,
+                progress: interactive && !quiet && !live,
+                timeline: None,
             };
-            let result = engine::run_spread(&scenario, &targets, &options).await?;
-            print!("{}", result.table());
-            for warning in result.setup_warnings(&scenario.traffic) {
-                eprintln!("turnstile-load: warning: {warning}");
+            let run_once = |options: RunOptions| {
+                let (scenario, targets) = (&scenario, &targets);
+                let (json, hgrm) = (&json, &hgrm);
+                async move {
+                    let result = engine::run_spread(scenario, targets, &options).await?;
+                    print!("{}", result.table());
+                    for warning in result.setup_warnings(&scenario.traffic) {
+                        eprintln!("turnstile-load: warning: {warning}");
+                    }
+                    if let Some(path) = json {
+                        std::fs::write(path, serde_json::to_string_pretty(&result)?)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                    if let Some(path) = hgrm {
+                        std::fs::write(path, result.percentile_distribution())
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                    anyhow::Ok(match json {
+                        Some(path) => format!("result written to {}", path.display()),
+                        None => "run finished".to_owned(),
+                    })
+                }
+            };
+            if !live {
+                run_once(options).await?;
+                return Ok(());
             }
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&result)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            if let Some(path) = hgrm {
-                std::fs::write(&path, result.percentile_distribution())
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(())
+            let (hub, requests) = Hub::new(&scenario);
+            start_live_view(live_listen, &hub).await?;
+            serve_runs(&hub, requests, || {
+                let timeline = TimelineHandle::default();
+                hub.begin_run(vec![LiveBackend {
+                    label: options.label.clone(),
+                    admin: options.admin.clone(),
+                    admin_token: options.admin_token.clone(),
+                    timeline: timeline.clone(),
+                }]);
+                run_once(RunOptions {
+                    timeline: Some(timeline),
+                    ..options.clone()
+                })
+            })
+            .await
         }
         Command::Compare {
             scenario: path,
@@ -226,6 +275,8 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
             no_sweep,
             out,
             quiet,
+            live,
+            live_listen,
         } => {
             let mut scenario = Scenario::load(&path)?;
             if no_sweep {
@@ -242,12 +293,27 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                     admin_token,
                 }
             };
-            let comparison = compare::compare(&scenario, targets, interactive && !quiet).await?;
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let markdown = turnstile_load::report::write(&comparison, &out, &command)?;
-            println!("{markdown}");
-            println!("report written to {}", out.display());
-            Ok(())
+            let compare_once = |hub: Option<Arc<Hub>>| {
+                let (scenario, targets, out, command) = (&scenario, &targets, &out, &command);
+                async move {
+                    let progress = interactive && !quiet && hub.is_none();
+                    let comparison =
+                        compare::compare(scenario, targets.clone(), progress, hub.as_ref()).await?;
+                    let markdown = turnstile_load::report::write(&comparison, out, command)?;
+                    println!("{markdown}");
+                    let written = format!("report written to {}", out.display());
+                    println!("{written}");
+                    anyhow::Ok(written)
+                }
+            };
+            if !live {
+                compare_once(None).await?;
+                return Ok(());
+            }
+            let (hub, requests) = Hub::new(&scenario);
+            start_live_view(live_listen, &hub).await?;
+            serve_runs(&hub, requests, || compare_once(Some(Arc::clone(&hub)))).await
         }
         Command::ServeTrivial {
             listen,
@@ -274,6 +340,67 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
             print!("{}", report.render()?);
             Ok(())
         }
+    }
+}
+
+/// Binds the live view and serves it in the background; prints where.
+async fn start_live_view(listen: std::net::SocketAddr, hub: &Arc<Hub>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--live-listen {listen}"))?;
+    eprintln!("live view: http://{}/", listener.local_addr()?);
+    let hub = Arc::clone(hub);
+    tokio::spawn(async move {
+        if let Err(error) = live::serve(listener, hub).await {
+            eprintln!("turnstile-load: the live view stopped: {error}");
+        }
+    });
+    Ok(())
+}
+
+/// Runs `run_once` now, then again each time the live view asks, until interrupted; the live
+/// view shows each run's outcome.
+async fn serve_runs<F, Fut>(
+    hub: &Hub,
+    mut requests: tokio::sync::mpsc::Receiver<()>,
+    mut run_once: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    loop {
+        match run_once().await {
+            Ok(message) => hub.finish(Ok(message)),
+            Err(error) => {
+                eprintln!("turnstile-load: {error:#}");
+                hub.finish(Err(format!("{error:#}")));
+            }
+        }
+        eprintln!("the live view stays up: start another run from it, or press Ctrl-C to stop");
+        tokio::select! {
+            request = requests.recv() => {
+                if request.is_none() {
+                    return Ok(());
+                }
+            }
+            _ = shutdown_signal() => return Ok(()),
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(terminate) => { terminate.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
     }
 }
 

@@ -7,7 +7,9 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::client::Outcome;
 use crate::scenario::Mode;
+use crate::timeline::Timeline;
 
 /// The result of one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +43,9 @@ pub struct RunResult {
     pub faults_injected: u64,
     /// Admin calls that did not succeed.
     pub fault_errors: u64,
+    /// Second by second, with the faults and restarts marked.
+    #[serde(default)]
+    pub timeline: Timeline,
     /// The full latency distribution (microseconds), for merging and the `.hgrm` file.
     #[serde(skip)]
     pub histogram: Option<Histogram<u64>>,
@@ -96,6 +101,25 @@ impl Outcomes {
     /// Dropped checks, all reasons.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    /// Counts one request's outcome (`None`: no answer within the timeout).
+    pub fn count(&mut self, outcome: Option<&Outcome>) {
+        match outcome {
+            Some(Outcome::Allowed) => self.allowed += 1,
+            Some(Outcome::Limited) => self.limited += 1,
+            Some(Outcome::Dropped(reason)) => match self.dropped.get_mut(reason) {
+                Some(count) => *count += 1,
+                None => {
+                    self.dropped.insert(reason.clone(), 1);
+                }
+            },
+            Some(Outcome::Error(status)) => {
+                *self.errors.entry(status.as_u16().to_string()).or_default() += 1
+            }
+            Some(Outcome::ConnectionError) => self.connection_errors += 1,
+            None => self.timeouts += 1,
+        }
     }
 }
 

@@ -279,6 +279,28 @@ pub enum FaultAction {
         #[serde(with = "humantime_serde")]
         duration: Duration,
     },
+    /// `POST /admin/backend`: switch to another backend (the old one drains).
+    SwitchBackend {
+        /// The backend to switch to.
+        backend: turnstile_backend::BackendKind,
+    },
+}
+
+impl FaultAction {
+    /// A short label for markers and logs: `crash_actor`, `crash_shard 3`, `slow 50ms`.
+    pub fn label(&self) -> String {
+        let format = humantime_serde::re::humantime::format_duration;
+        match self {
+            Self::CrashActor => "crash_actor".to_owned(),
+            Self::CrashShard { shard } => format!("crash_shard {shard}"),
+            Self::CrashWorker => "crash_worker".to_owned(),
+            Self::Poison { key, .. } => format!("poison {key}"),
+            Self::Slow { delay, duration } => {
+                format!("slow {} for {}", format(*delay), format(*duration))
+            }
+            Self::SwitchBackend { backend } => format!("switch_backend {backend}"),
+        }
+    }
 }
 
 /// Why a scenario could not be used.

@@ -16,6 +16,17 @@ use turnstile_backend::BackendKind;
 use turnstile_load::compare::{Targets, compare};
 use turnstile_load::engine::{RunOptions, Target, run};
 use turnstile_load::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
+use turnstile_load::timeline::{EventKind, Timeline};
+
+/// Samples in strictly increasing time, events in order.
+fn assert_monotonic(timeline: &Timeline) {
+    assert!(
+        timeline.samples.windows(2).all(|w| w[0].t < w[1].t),
+        "{:?}",
+        timeline.samples.iter().map(|s| s.t).collect::<Vec<_>>()
+    );
+    assert!(timeline.events.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+}
 
 fn scenario(text: &str) -> Scenario {
     let scenario: Scenario = toml::from_str(text).unwrap();
@@ -57,6 +68,7 @@ async fn a_short_comparison_produces_complete_results_and_reports() {
         &scenario,
         Targets::Local(BackendKind::IN_PROCESS.to_vec()),
         false,
+        None,
     )
     .await
     .unwrap();
@@ -96,6 +108,35 @@ async fn a_short_comparison_produces_complete_results_and_reports() {
         3,
         "actor, sharded×4, concurrent at one work level"
     );
+    for run in &comparison.runs {
+        let timeline = &run.timeline;
+        assert_monotonic(timeline);
+        assert!(
+            timeline.samples.len() >= 2,
+            "{}: a sample per second of the 1.2 s run",
+            run.label
+        );
+        assert!(
+            timeline.samples.iter().all(|s| s.gateway.is_some()),
+            "{}: every second has the gateway's own figures",
+            run.label
+        );
+        let counted: u64 = timeline.samples.iter().map(|s| s.outcomes.total()).sum();
+        assert!(
+            counted >= run.requests,
+            "{}: the timeline counts warm-up and measured requests ({counted} < {})",
+            run.label,
+            run.requests
+        );
+        let poison = timeline
+            .events
+            .iter()
+            .find(|e| e.kind == EventKind::ScenarioFault)
+            .unwrap();
+        assert!(poison.ok && poison.label == "poison 10.0.0.0", "{poison:?}");
+        // Marked 300 ms into the measured run, which starts after the 200 ms warm-up.
+        assert!(poison.t() >= 0.5, "{poison:?}");
+    }
 
     let directory = tempfile::tempdir().unwrap();
     let markdown = turnstile_load::report::write(&comparison, directory.path(), "test").unwrap();
@@ -119,8 +160,32 @@ async fn a_short_comparison_produces_complete_results_and_reports() {
     let html = std::fs::read_to_string(directory.path().join("report.html")).unwrap();
     assert_eq!(
         html.matches("<svg").count(),
-        4,
-        "latency, throughput, dropped, sweep"
+        8,
+        "latency, throughput, dropped, 4 time series, sweep"
+    );
+    for file in [
+        "latency.svg",
+        "throughput.svg",
+        "dropped.svg",
+        "timeline-answered.svg",
+        "timeline-p99.svg",
+        "timeline-mailbox.svg",
+        "timeline-dropped.svg",
+        "sweep.svg",
+    ] {
+        assert!(
+            markdown.contains(&format!("]({file})")),
+            "report.md shows {file}"
+        );
+        let svg = std::fs::read_to_string(directory.path().join(file)).unwrap();
+        assert!(svg.starts_with("<svg"), "{file}");
+    }
+    // The dropped chart names its reasons in the legend.
+    let dropped = std::fs::read_to_string(directory.path().join("dropped.svg")).unwrap();
+    assert!(dropped.contains("crashed"), "{dropped}");
+    assert!(
+        markdown.contains("### actor, second by second"),
+        "{markdown}"
     );
     assert!(!html.contains("<script"), "no scripts in the report");
     let json: serde_json::Value = serde_json::from_str(
@@ -398,9 +463,14 @@ async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors()
         config_dir = "{rules}"
         "#
     ));
-    let comparison = compare(&scenario, Targets::Local(vec![BackendKind::Sharded]), false)
-        .await
-        .unwrap();
+    let comparison = compare(
+        &scenario,
+        Targets::Local(vec![BackendKind::Sharded]),
+        false,
+        None,
+    )
+    .await
+    .unwrap();
     let run = &comparison.runs[0];
     assert!(run.requests > 20, "{} calls", run.requests);
     assert_eq!(run.outcomes.allowed, run.requests, "{:?}", run.outcomes);
@@ -411,6 +481,7 @@ async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors()
         &unknown,
         Targets::Local(vec![BackendKind::Concurrent]),
         false,
+        None,
     )
     .await
     .unwrap();
@@ -424,9 +495,14 @@ async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors()
         value: 2_000_000,
         weight: 1,
     }];
-    let comparison = compare(&over, Targets::Local(vec![BackendKind::Concurrent]), false)
-        .await
-        .unwrap();
+    let comparison = compare(
+        &over,
+        Targets::Local(vec![BackendKind::Concurrent]),
+        false,
+        None,
+    )
+    .await
+    .unwrap();
     assert!(comparison.runs[0].requests > 0);
     assert_eq!(
         comparison.runs[0].outcomes.limited,
@@ -472,4 +548,267 @@ async fn a_gateway_that_does_not_trust_the_generator_is_warned_about() {
         "{warnings:?}"
     );
     assert!(warnings[1].is_empty(), "{warnings:?}");
+}
+
+/// One request to the live view's router; the status and the body as JSON (or as text in a
+/// JSON string when it is not JSON) and the content type.
+async fn live_call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_owned()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json, content_type)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_serves_its_page_and_state_and_refuses_bad_calls() {
+    use turnstile_load::live::{self, Hub};
+    let scenario = scenario(
+        r#"
+        name = "live"
+        description = "Side by side."
+        rate = 100
+        connections = 4
+        duration = "4s"
+        warmup = "500ms"
+        timeout = "2s"
+        [traffic]
+        route = "gateway"
+        keys = { distribution = "uniform", count = 100 }
+        "#,
+    );
+    let (hub, mut requests) = Hub::new(&scenario);
+    let app = live::app(Arc::clone(&hub));
+    let run = {
+        let (hub, scenario) = (Arc::clone(&hub), scenario.clone());
+        tokio::spawn(async move {
+            compare(
+                &scenario,
+                Targets::Local(vec![BackendKind::Actor, BackendKind::Concurrent]),
+                false,
+                Some(&hub),
+            )
+            .await
+        })
+    };
+
+    // The page and its files, with their content types; nothing fetched from elsewhere.
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/live.js", "text/javascript; charset=utf-8"),
+        ("/live.css", "text/css; charset=utf-8"),
+    ] {
+        let (status, body, served_as) = live_call(&app, "GET", path, "").await;
+        assert_eq!((status, served_as.as_str()), (200, content_type), "{path}");
+        let text = body.as_str().unwrap();
+        for remote in ["src=\"http", "href=\"http", "fetch(\"http", "@import"] {
+            assert!(
+                !text.contains(remote),
+                "{path} loads something remote: {remote}"
+            );
+        }
+    }
+
+    // Both backends run at once: wait until each has two seconds of samples.
+    let state = loop {
+        let (status, state, content_type) = live_call(&app, "GET", "/api/state", "").await;
+        assert_eq!((status, content_type.as_str()), (200, "application/json"));
+        let ready = state["backends"].as_array().is_some_and(|backends| {
+            backends.len() == 2
+                && backends
+                    .iter()
+                    .all(|b| b["timeline"]["samples"].as_array().unwrap().len() >= 2)
+        });
+        if ready {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(state["status"], "running");
+    assert_eq!(state["run"], 1);
+    assert_eq!(state["scenario"]["name"], "live");
+    let labels: Vec<&str> = state["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["actor", "concurrent"], "one series per backend");
+    for backend in state["backends"].as_array().unwrap() {
+        assert_eq!(backend["admin"], true);
+        let timeline: Timeline = serde_json::from_value(backend["timeline"].clone()).unwrap();
+        assert_monotonic(&timeline);
+        assert_eq!(timeline.warmup_seconds, 0.5);
+        let sample = &timeline.samples[1];
+        assert_eq!(
+            sample.offered,
+            Some(100.0),
+            "open loop: the schedule's rate"
+        );
+        assert!(
+            sample.answered > 0.0 && sample.p99_ms.is_some(),
+            "{sample:?}"
+        );
+        let gateway = sample.gateway.as_ref().unwrap();
+        assert_eq!(
+            gateway.backend.to_string(),
+            backend["label"].as_str().unwrap()
+        );
+    }
+
+    // Refusals: each a 4xx naming the problem, and none changes the state.
+    let events_now = |state: &serde_json::Value| {
+        state["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["timeline"]["events"].as_array().unwrap().len())
+            .sum::<usize>()
+    };
+    let before = events_now(&live_call(&app, "GET", "/api/state", "").await.1);
+    for (body, status, code, says) in [
+        (
+            r#"{"backend":"redis","action":{"kind":"crash_actor"}}"#,
+            400,
+            "unknown_backend",
+            "no backend `redis` in this run (there are: actor, concurrent)",
+        ),
+        (
+            r#"{"backend":"actor","action":{"kind":"explode"}}"#,
+            400,
+            "invalid_body",
+            "unknown variant `explode`",
+        ),
+        (r#"{"backend":"actor""#, 400, "invalid_body", "EOF"),
+        (
+            r#"{"backend":"actor","action":{"kind":"crash_actor"},"extra":1}"#,
+            400,
+            "invalid_body",
+            "unknown field `extra`",
+        ),
+    ] {
+        let (got, answer, _) = live_call(&app, "POST", "/api/inject", body).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert_eq!(answer["error"], code, "{body}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(says),
+            "{body}: {answer}"
+        );
+    }
+    let (got, answer, _) = live_call(&app, "POST", "/api/runs", "").await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (409, Some("run_in_progress"))
+    );
+    let (got, answer, _) = live_call(&app, "GET", "/nowhere", "").await;
+    assert_eq!((got, answer["error"].as_str()), (404, Some("not_found")));
+    let (got, answer, _) = live_call(&app, "GET", "/api/inject", "").await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert_eq!(
+        events_now(&live_call(&app, "GET", "/api/state", "").await.1),
+        before,
+        "no refused request marked anything"
+    );
+
+    // The gateway's own refusal is relayed, and marked as refused on that backend only.
+    let (got, answer, _) = live_call(
+        &app,
+        "POST",
+        "/api/inject",
+        r#"{"backend":"concurrent","action":{"kind":"crash_actor"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (409, Some("injection_refused")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("no actor number 0"),
+        "{answer}"
+    );
+
+    // A crash through the view: accepted, marked on the actor's timeline.
+    let (got, event, _) = live_call(
+        &app,
+        "POST",
+        "/api/inject",
+        r#"{"backend":"actor","action":{"kind":"crash_actor"}}"#,
+    )
+    .await;
+    assert_eq!(got, 200, "{event}");
+    assert_eq!(
+        (event["kind"].as_str(), event["ok"].as_bool()),
+        (Some("live_fault"), Some(true))
+    );
+
+    let comparison = run.await.unwrap().unwrap();
+    assert!(comparison.side_by_side);
+    let actor = &comparison.runs[0].timeline;
+    assert!(
+        actor
+            .events
+            .iter()
+            .any(|e| e.kind == EventKind::LiveFault && e.ok),
+        "{:?}",
+        actor.events
+    );
+    assert!(
+        actor.events.iter().any(|e| e.kind == EventKind::Restart),
+        "the restart after the crash is marked: {:?}",
+        actor.events
+    );
+    let concurrent = &comparison.runs[1].timeline;
+    assert!(
+        concurrent.events.iter().all(|e| !e.ok),
+        "{:?}",
+        concurrent.events
+    );
+
+    // Finished: faults are refused (the gateways are gone); one more run may start, once.
+    hub.finish(Ok("report written".into()));
+    let (got, answer, _) = live_call(
+        &app,
+        "POST",
+        "/api/inject",
+        r#"{"backend":"actor","action":{"kind":"crash_actor"}}"#,
+    )
+    .await;
+    assert_eq!((got, answer["error"].as_str()), (409, Some("not_running")));
+    let (got, answer, _) = live_call(&app, "POST", "/api/runs", "").await;
+    assert_eq!((got, answer["run"].as_u64()), (202, Some(2)));
+    assert!(
+        requests.try_recv().is_ok(),
+        "the command is asked for a run"
+    );
+    let (got, answer, _) = live_call(&app, "POST", "/api/runs", "").await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (409, Some("run_in_progress"))
+    );
 }
