@@ -11,13 +11,15 @@
 
 include!("src/python.rs");
 
-const TOOLS: [(&str, &str); 6] = [
+const TOOLS: [(&str, &str); 8] = [
     ("nginx", "nginx"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("python3", "python3"),
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 const EXTRA_DIRS: [&str; 2] = ["/usr/sbin", "/usr/local/sbin"];

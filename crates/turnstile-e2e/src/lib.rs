@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`dashboards`]: reads `dashboards/*.json` and lists every PromQL expression in them.
+//! - [`browser`]: headless Chromium through chromedriver (WebDriver), for the pages.
 //! - this file: [`external_tool`] finds a tool or decides whether its absence fails the test;
 //!   [`Process`] runs one on loopback and kills it when dropped; [`free_port`] and
 //!   [`wait_until`] for start-up; [`workspace_root`] for the shipped files under test.
@@ -18,6 +19,8 @@
 //!   ([`RedisCluster`]), and a primary killed under load and failed over. Both share
 //!   `tests/common` (a check over HTTP, readiness, the hot-key exactness run).
 //! - `tests/nginx.rs`: the shipped `auth_request` configuration in a real nginx.
+//! - `tests/live_view.rs`: `turnstile-load compare --live` in headless Chromium: a crash
+//!   injected from the page, and a gateway that dies mid-run.
 //! - `tests/deploy.rs`: compose, Prometheus, Grafana, Dockerfile and Kubernetes files agree
 //!   with the code and each other (no tools).
 //!
@@ -35,6 +38,7 @@
 // Test support: a panic is how a failure is reported to the test harness.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod dashboards;
 
 use std::net::{Ipv4Addr, TcpListener};
@@ -651,16 +655,26 @@ impl RedisCluster {
 
 /// The `turnstile` binary built next to this test (`cargo test --workspace` builds it).
 pub fn gateway_binary() -> PathBuf {
+    built_binary("turnstile")
+}
+
+/// The `turnstile-load` binary built next to this test (`cargo test --workspace` builds it).
+pub fn load_binary() -> PathBuf {
+    built_binary("turnstile-load")
+}
+
+/// A workspace binary in this test's target directory.
+fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
-    // target/<profile>/deps/<test> → target/<profile>/turnstile
+    // target/<profile>/deps/<test> → target/<profile>/<name>
     let binary = exe
         .parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join(format!("turnstile{}", std::env::consts::EXE_SUFFIX)))
+        .map(|dir| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
         .expect("the test sits in target/<profile>/deps");
     assert!(
         binary.is_file(),
-        "{} is missing: run `cargo build --bin turnstile` (cargo test --workspace builds it)",
+        "{} is missing: run `cargo build --bin {name}` (cargo test --workspace builds it)",
         binary.display()
     );
     binary

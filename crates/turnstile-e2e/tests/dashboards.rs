@@ -53,21 +53,55 @@ fn both_dashboards_exist_with_instance_and_backend_variables() {
 }
 
 #[test]
-fn the_faults_dashboard_annotates_faults_restarts_and_escalations() {
-    let all = dashboards::load();
-    let faults = all.iter().find(|d| d.file == "actor-faults.json").unwrap();
-    let annotated: BTreeSet<String> = dashboards::queries(faults)
-        .iter()
-        .filter(|query| query.location.contains("annotation"))
-        .flat_map(|query| dashboards::metric_names(&query.expr))
-        .collect();
-    for metric in [
-        "turnstile_faults_injected_total",
-        "turnstile_actor_restarts_total",
-        "turnstile_supervisor_escalations_total",
-    ] {
-        assert!(annotated.contains(metric), "no annotation from {metric}");
+fn both_dashboards_annotate_faults_restarts_and_escalations() {
+    for dashboard in dashboards::load() {
+        let annotated: BTreeSet<String> = dashboards::queries(&dashboard)
+            .iter()
+            .filter(|query| query.location.contains("annotation"))
+            .flat_map(|query| dashboards::metric_names(&query.expr))
+            .collect();
+        for metric in [
+            "turnstile_faults_injected_total",
+            "turnstile_actor_restarts_total",
+            "turnstile_supervisor_escalations_total",
+        ] {
+            assert!(
+                annotated.contains(metric),
+                "{}: no annotation from {metric}",
+                dashboard.file
+            );
+        }
     }
+}
+
+/// The comparison dashboard shows what `turnstile-load --live` shows, from the metrics:
+/// throughput, p99, the deepest mailbox, drops by reason, restarts and escalations.
+#[test]
+fn the_comparison_dashboard_has_the_live_views_panels() {
+    let all = dashboards::load();
+    let comparison = all
+        .iter()
+        .find(|d| d.file == "backend-comparison.json")
+        .unwrap();
+    let exprs: Vec<String> = dashboards::queries(comparison)
+        .into_iter()
+        .filter(|query| !query.location.contains("annotation"))
+        .map(|query| query.expr)
+        .collect();
+    let has = |needle: &str| exprs.iter().any(|expr| expr.contains(needle));
+    assert!(has("rate(turnstile_decisions_total"), "decided per second");
+    assert!(
+        has("rate(turnstile_http_request_duration_seconds_count"),
+        "received per second"
+    );
+    assert!(has("histogram_quantile(0.99"), "p99");
+    assert!(
+        has("max by (backend) (turnstile_mailbox_depth"),
+        "the deepest mailbox per backend"
+    );
+    assert!(has("reason"), "drops by reason");
+    assert!(has("turnstile_actor_restarts_total"), "restarts");
+    assert!(has("turnstile_supervisor_escalations_total"), "escalations");
 }
 
 #[test]

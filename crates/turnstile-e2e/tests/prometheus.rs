@@ -230,8 +230,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let options = RunOptions {
         label: "dashboards-proof".into(),
         admin: Some(Target::parse(&sharded.admin_url().unwrap()).await.unwrap()),
-        admin_token: None,
-        progress: false,
+        ..RunOptions::default()
     };
     let result = engine::run_spread(&scenario, &targets, &options)
         .await
