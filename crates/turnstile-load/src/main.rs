@@ -370,7 +370,13 @@ where
     Fut: std::future::Future<Output = anyhow::Result<String>>,
 {
     loop {
-        match run_once().await {
+        // Once a signal handler is installed it stays: Ctrl-C must be watched during the
+        // runs too, or a second run could not be interrupted.
+        let outcome = tokio::select! {
+            outcome = run_once() => outcome,
+            _ = shutdown_signal() => return Ok(()),
+        };
+        match outcome {
             Ok(message) => hub.finish(Ok(message)),
             Err(error) => {
                 eprintln!("turnstile-load: {error:#}");

@@ -183,6 +183,21 @@ impl TimelineHandle {
         self.with(|shared| shared.timeline.clone())
     }
 
+    /// A copy with only the samples after `since` seconds (all events: they are few), for a
+    /// reader that has the earlier ones.
+    pub fn snapshot_since(&self, since: f64) -> Timeline {
+        self.with(|shared| {
+            let timeline = &shared.timeline;
+            let first = timeline.samples.partition_point(|s| s.t <= since);
+            Timeline {
+                warmup_seconds: timeline.warmup_seconds,
+                samples: timeline.samples[first..].to_vec(),
+                events: timeline.events.clone(),
+                ended: timeline.ended.clone(),
+            }
+        })
+    }
+
     /// Whether the series has stopped (the gateway stopped answering).
     pub fn has_ended(&self) -> bool {
         self.with(|shared| shared.timeline.ended.is_some())

@@ -675,6 +675,27 @@ async fn the_live_view_serves_its_page_and_state_and_refuses_bad_calls() {
         );
     }
 
+    // `since` gives only the later samples (the page polls that way); the rest is whole.
+    let first_t = state["backends"][0]["timeline"]["samples"][0]["t"]
+        .as_f64()
+        .unwrap();
+    let (status, later, _) =
+        live_call(&app, "GET", &format!("/api/state?since={first_t}"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(later["since"], first_t);
+    let samples = later["backends"][0]["timeline"]["samples"]
+        .as_array()
+        .unwrap();
+    assert!(samples.iter().all(|s| s["t"].as_f64().unwrap() > first_t));
+    for query in ["since=-1", "since=soon", "sinse=1"] {
+        let (status, answer, _) = live_call(&app, "GET", &format!("/api/state?{query}"), "").await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_query")),
+            "{query}"
+        );
+    }
+
     // Refusals: each a 4xx naming the problem, and none changes the state.
     let events_now = |state: &serde_json::Value| {
         state["backends"]

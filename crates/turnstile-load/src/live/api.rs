@@ -16,6 +16,8 @@ pub struct State {
     pub scenario: ScenarioInfo,
     /// Which run (from 1; 0 before the first).
     pub run: u64,
+    /// As asked: the timelines hold only the samples after this many seconds.
+    pub since: Option<f64>,
     /// Where the run is.
     pub status: RunStatus,
     /// When finished: where the report is; when failed: why.
@@ -62,6 +64,14 @@ pub struct BackendState {
     pub timeline: Timeline,
 }
 
+/// The query of `GET /api/state`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// Only the samples after this many seconds since the run started.
+    pub since: Option<f64>,
+}
+
 /// `POST /api/inject`: which backend, and what to do to it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +107,9 @@ pub enum LiveError {
     /// The body is not an [`InjectRequest`].
     #[error("{0}")]
     BadBody(String),
+    /// The query string is not a [`StateQuery`].
+    #[error("{0}")]
+    BadQuery(String),
     /// No backend by that label in this run.
     #[error("no backend `{label}` in this run (there are: {known})")]
     UnknownBackend {
@@ -147,6 +160,7 @@ impl LiveError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            Self::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::UnknownBackend { .. } => (StatusCode::BAD_REQUEST, "unknown_backend"),
             Self::NoAdmin(_) => (StatusCode::CONFLICT, "no_admin_api"),
             Self::NotRunning => (StatusCode::CONFLICT, "not_running"),

@@ -10,6 +10,9 @@ const ONLY_FOR = { crash_actor: "actor", crash_shard: "sharded" };
 
 let lastState = null;
 const columns = new Map(); // label -> section element
+// What the page has of the current run: label -> timeline (the samples accumulated, since
+// each poll asks only for the samples after the last one it has).
+let cache = { run: null, timelines: new Map() };
 
 function el(tag, attrs, parent) {
   const node = document.createElementNS(SVG, tag);
@@ -268,12 +271,55 @@ function render(state) {
   lastState = state;
 }
 
+// The latest time every backend's cached series reaches (the samples after it are asked for).
+function cachedUpTo() {
+  if (cache.timelines.size === 0) return null;
+  let upTo = Infinity;
+  for (const timeline of cache.timelines.values()) {
+    // An ended series gets no more samples: it must not hold the others back.
+    if (timeline.ended) continue;
+    const samples = timeline.samples;
+    upTo = Math.min(upTo, samples.length ? samples[samples.length - 1].t : 0);
+  }
+  return upTo === Infinity || upTo === 0 ? null : upTo;
+}
+
+// Adds the state's (partial) timelines to the cache; gives the state with whole timelines, or
+// null when the answer belongs to another run than the cache (then the cache starts over).
+function merge(state) {
+  if (state.run !== cache.run) {
+    cache = { run: state.run, timelines: new Map() };
+    if (state.since !== null) return null;
+  }
+  for (const backend of state.backends) {
+    const known = cache.timelines.get(backend.label);
+    if (!known) {
+      cache.timelines.set(backend.label, backend.timeline);
+      continue;
+    }
+    const last = known.samples.length ? known.samples[known.samples.length - 1].t : -1;
+    for (const sample of backend.timeline.samples) if (sample.t > last) known.samples.push(sample);
+    known.events = backend.timeline.events;
+    known.ended = backend.timeline.ended;
+    known.warmup_seconds = backend.timeline.warmup_seconds;
+  }
+  return { ...state, backends: state.backends.map((b) => ({ ...b, timeline: cache.timelines.get(b.label) })) };
+}
+
 async function poll(again) {
   const problem = document.getElementById("connection");
   try {
-    const response = await fetch("/api/state", { cache: "no-store" });
+    const upTo = cachedUpTo();
+    const url = upTo === null ? "/api/state" : "/api/state?since=" + upTo;
+    const response = await fetch(url, { cache: "no-store" });
     if (!response.ok) throw new Error("HTTP " + response.status);
-    render(await response.json());
+    const whole = merge(await response.json());
+    if (whole === null) {
+      // A new run: fetch it from its start.
+      if (again) setTimeout(() => poll(true), 0);
+      return;
+    }
+    render(whole);
     problem.hidden = true;
   } catch (error) {
     problem.hidden = false;

@@ -13,7 +13,8 @@
 //! # Routes
 //!
 //! - `GET /`, `GET /live.js`, `GET /live.css`: the page.
-//! - `GET /api/state`: the run and every backend's timeline ([`api::State`]).
+//! - `GET /api/state[?since=SECONDS]`: the run and every backend's timeline ([`api::State`]);
+//!   with `since`, only the samples after it, so a long run is not sent again every second.
 //! - `POST /api/inject` ([`api::InjectRequest`]): a fault on one backend, marked on its
 //!   timeline.
 //! - `POST /api/runs`: start the scenario again once the current run has finished.
@@ -32,8 +33,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Json, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Json, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -138,8 +139,8 @@ impl Hub {
         });
     }
 
-    /// The page's view of the run.
-    pub fn state(&self) -> api::State {
+    /// The page's view of the run; with `since`, only the samples after that many seconds.
+    pub fn state(&self, since: Option<f64>) -> api::State {
         self.with(|current| api::State {
             scenario: api::ScenarioInfo {
                 name: self.scenario.name.clone(),
@@ -147,6 +148,7 @@ impl Hub {
                 faults: self.scenario.faults.len(),
             },
             run: current.run,
+            since,
             status: current.status,
             message: current.message.clone(),
             started_unix_ms: current.started.and_then(|started| {
@@ -161,7 +163,10 @@ impl Hub {
                 .map(|backend| BackendState {
                     label: backend.label.clone(),
                     admin: backend.admin.is_some(),
-                    timeline: backend.timeline.snapshot(),
+                    timeline: match since {
+                        Some(since) => backend.timeline.snapshot_since(since),
+                        None => backend.timeline.snapshot(),
+                    },
                 })
                 .collect(),
         })
@@ -236,8 +241,19 @@ pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>) -> std::io:
     axum::serve(listener, app(hub)).await
 }
 
-async fn state(State(hub): State<Arc<Hub>>) -> Response {
-    Json(hub.state()).into_response()
+async fn state(
+    State(hub): State<Arc<Hub>>,
+    query: Result<Query<api::StateQuery>, QueryRejection>,
+) -> Result<Response, LiveError> {
+    let Query(query) = query.map_err(|rejection| LiveError::BadQuery(rejection.body_text()))?;
+    if let Some(since) = query.since
+        && !(since.is_finite() && since >= 0.0)
+    {
+        return Err(LiveError::BadQuery(format!(
+            "`since` must be a number of seconds, at least 0 (got {since})"
+        )));
+    }
+    Ok(Json(hub.state(query.since)).into_response())
 }
 
 async fn inject(
