@@ -351,7 +351,7 @@ async fn start_live_view(listen: std::net::SocketAddr, hub: &Arc<Hub>) -> anyhow
     eprintln!("live view: http://{}/", listener.local_addr()?);
     let hub = Arc::clone(hub);
     tokio::spawn(async move {
-        if let Err(error) = live::serve(listener, hub).await {
+        if let Err(error) = live::serve(listener, hub, live::HEADER_READ_TIMEOUT).await {
             eprintln!("turnstile-load: the live view stopped: {error}");
         }
     });

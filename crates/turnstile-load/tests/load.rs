@@ -833,3 +833,41 @@ async fn the_live_view_serves_its_page_and_state_and_refuses_bad_calls() {
         (409, Some("run_in_progress"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_the_live_view_are_closed_and_do_not_keep_others_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use turnstile_load::live::{self, Hub, MAX_CONNECTIONS};
+    let scenario = scenario("name = \"idle\"");
+    let (hub, _requests) = Hub::new(&scenario);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(live::serve(listener, hub, Duration::from_millis(300)));
+    // More silent connections than the server takes at once, and one that stops mid-head.
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 8 {
+        idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let mut half = tokio::net::TcpStream::connect(address).await.unwrap();
+    half.write_all(b"GET /api/state HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Every one of them is closed by the server (read gives end of file), none answered.
+    for stream in idle.iter_mut().chain(std::iter::once(&mut half)) {
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer))
+            .await
+            .expect("the server closes an idle connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    // And the page can still reach its state.
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    client
+        .write_all(b"GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.abort();
+}

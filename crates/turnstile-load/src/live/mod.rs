@@ -30,7 +30,7 @@
 pub mod api;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -236,9 +236,52 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// How long a connection may go without sending a complete request head (its first, or the
+/// next on a kept-alive connection) before it is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; one more is closed at once (the page needs one or two).
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Serves the live view on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>) -> std::io::Result<()> {
-    axum::serve(listener, app(hub)).await
+///
+/// By hand rather than `axum::serve`, which gives hyper no timer (so its header-read timeout
+/// never fires) and takes any number of connections: here an idle or half-sent connection is
+/// closed after `header_read_timeout`, and at most [`MAX_CONNECTIONS`] are open, so idle
+/// clients cannot keep the page from its state.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Arc<Hub>,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
+    let app = app(hub);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, most likely: pause rather than spin.
+                tracing::warn!(%error, "live view: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, "live view: connection ended");
+            }
+        });
+    }
 }
 
 async fn state(
