@@ -20,6 +20,7 @@ use crate::live::{Hub, LiveBackend};
 use crate::result::RunResult;
 use crate::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
 use crate::timeline::TimelineHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Starts a gateway with `backend`, the scenario's gateway settings, then `extra`, on
 /// loopback ports with an admin listener, through the gateway's own harness.
@@ -82,6 +83,9 @@ pub struct Comparison {
     /// Whether the backends ran at the same time (`--live`) rather than one after the other.
     #[serde(default)]
     pub side_by_side: bool,
+    /// Ended early by a signal: some runs (or sweep points) are short or missing.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// Where the gateways under comparison come from.
@@ -111,20 +115,39 @@ struct Prepared {
     local: Option<RunningGateway>,
 }
 
-/// Runs the comparison. Without `live`, one backend after the other, so each has the machine
-/// to itself; with it, all at once, side by side on the live view (their figures then share
-/// the machine, which the report says).
+/// How `compare` runs.
+#[derive(Default)]
+pub struct CompareOptions {
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+    /// Show the runs on this live view, side by side.
+    pub live: Option<Arc<Hub>>,
+    /// Cancelled to end early (a signal): the run in progress stops, no further backend or
+    /// sweep point starts, and the comparison holds what was measured.
+    pub stop: CancellationToken,
+}
+
+/// Runs the comparison. Without a live view, one backend after the other, so each has the
+/// machine to itself; with one, all at once, side by side (their figures then share the
+/// machine, which the report says).
 pub async fn compare(
     scenario: &Scenario,
     targets: Targets,
-    progress: bool,
-    live: Option<&Arc<Hub>>,
+    options: CompareOptions,
 ) -> anyhow::Result<Comparison> {
-    let runs = match live {
+    let CompareOptions {
+        progress,
+        live,
+        stop,
+    } = options;
+    let runs = match &live {
         None => {
             let mut runs = Vec::new();
             for gateway in prepare(scenario, &targets, false).await? {
-                runs.push(run_prepared(scenario, gateway, progress, None).await?);
+                if stop.is_cancelled() {
+                    break;
+                }
+                runs.push(run_prepared(scenario, gateway, progress, None, &stop).await?);
             }
             runs
         }
@@ -147,7 +170,9 @@ pub async fn compare(
             let runs = gateways
                 .into_iter()
                 .zip(timelines)
-                .map(|(gateway, timeline)| run_prepared(scenario, gateway, false, Some(timeline)));
+                .map(|(gateway, timeline)| {
+                    run_prepared(scenario, gateway, false, Some(timeline), &stop)
+                });
             futures_util::future::join_all(runs)
                 .await
                 .into_iter()
@@ -155,14 +180,15 @@ pub async fn compare(
         }
     };
     let sweep = match &scenario.sweep {
-        Some(sweep) => run_sweep(scenario, sweep, progress).await?,
-        None => Vec::new(),
+        Some(sweep) if !stop.is_cancelled() => run_sweep(scenario, sweep, progress, &stop).await?,
+        _ => Vec::new(),
     };
     Ok(Comparison {
         scenario: scenario.clone(),
         runs,
         sweep,
         side_by_side: live.is_some(),
+        interrupted: stop.is_cancelled(),
     })
 }
 
@@ -241,6 +267,7 @@ async fn run_prepared(
     mut gateway: Prepared,
     progress: bool,
     timeline: Option<TimelineHandle>,
+    stop: &CancellationToken,
 ) -> anyhow::Result<RunResult> {
     start_local(scenario, &mut gateway).await?;
     let options = RunOptions {
@@ -249,6 +276,7 @@ async fn run_prepared(
         admin_token: gateway.admin_token.clone(),
         progress,
         timeline,
+        stop: Some(stop.clone()),
     };
     let result = run_against(scenario, &gateway.url, options).await;
     if let Some(local) = gateway.local.take() {
@@ -273,6 +301,7 @@ async fn run_sweep(
     scenario: &Scenario,
     sweep: &Sweep,
     progress: bool,
+    stop: &CancellationToken,
 ) -> anyhow::Result<Vec<SweepPoint>> {
     let point_scenario = Scenario {
         name: format!("{}-sweep", scenario.name),
@@ -306,6 +335,9 @@ async fn run_sweep(
     let mut points = Vec::new();
     for work in &sweep.work {
         for (name, backend, shards) in &configs {
+            if stop.is_cancelled() {
+                return Ok(points);
+            }
             #[derive(Serialize)]
             struct PointSettings {
                 shards: usize,
@@ -325,6 +357,7 @@ async fn run_sweep(
                 &RunOptions {
                     label: name.clone(),
                     progress,
+                    stop: Some(stop.clone()),
                     ..RunOptions::default()
                 },
             )

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{Connection, Outcome, RlsConnection};
 use crate::faults;
@@ -89,6 +90,9 @@ pub struct RunOptions {
     /// Where the run's timeline goes as it is taken (the live view holds the other end);
     /// `None`: a timeline of its own, returned in the result.
     pub timeline: Option<TimelineHandle>,
+    /// Ends the run early (a signal): no request is sent once it is cancelled, those in
+    /// flight finish, and the result covers the time measured until then.
+    pub stop: Option<CancellationToken>,
 }
 
 /// Counts of one connection, merged at the end.
@@ -133,6 +137,7 @@ pub async fn run_spread(
     let measure_from = start + scenario.warmup;
     let end = measure_from + scenario.measured_duration();
     let sent = Arc::new(AtomicU64::new(0));
+    let stop = options.stop.clone().unwrap_or_default();
 
     let progress = options.progress.then(|| progress_bar(scenario));
     let ticker = progress.clone().map(|bar| {
@@ -154,6 +159,7 @@ pub async fn run_spread(
         options.admin_token.clone(),
         timeline.clone(),
         (measure_from, end),
+        stop.clone(),
     ));
     let recorders: Vec<Arc<IntervalRecorder>> = (0..scenario.connections)
         .map(|_| Arc::new(IntervalRecorder::new()))
@@ -171,6 +177,7 @@ pub async fn run_spread(
             measure_from,
             end,
         },
+        stop.clone(),
     ));
 
     let connections: Vec<_> = (0..scenario.connections)
@@ -183,6 +190,7 @@ pub async fn run_spread(
                 start,
                 measure_from,
                 end,
+                stop: stop.clone(),
             };
             let recorder = Arc::clone(&recorders[index]);
             tokio::spawn(async move {
@@ -205,6 +213,13 @@ pub async fn run_spread(
         outcomes.merge(&stats.outcomes);
         sent_in_window += stats.sent_in_window;
     }
+    // Interrupted: the measured time ends when the last connection stopped sending.
+    let interrupted = stop.is_cancelled();
+    let measured_until = if interrupted {
+        Instant::now().min(end)
+    } else {
+        end
+    };
     let (faults_injected, fault_errors) = faults.await.unwrap_or((0, 0));
     let _ = sampler.await;
     if let Some(ticker) = ticker {
@@ -213,7 +228,17 @@ pub async fn run_spread(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let seconds = scenario.measured_duration().as_secs_f64();
+    let seconds = measured_until
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
+    // Stopped before measuring began: no rate to give.
+    let per_second = |count: u64| {
+        if seconds > 0.0 {
+            count as f64 / seconds
+        } else {
+            0.0
+        }
+    };
     Ok(RunResult {
         scenario: scenario.name.clone(),
         label: options.label.clone(),
@@ -226,13 +251,14 @@ pub async fn run_spread(
         connections: scenario.connections,
         duration_seconds: seconds,
         target_rate: (scenario.mode == Mode::Open).then(|| scenario.mean_target_rate()),
-        sent_rate: sent_in_window as f64 / seconds,
-        throughput: outcomes.answered() as f64 / seconds,
+        sent_rate: per_second(sent_in_window),
+        throughput: per_second(outcomes.answered()),
         requests: outcomes.total(),
         latency_ms: Latency::from_histogram(&histogram),
         outcomes,
         faults_injected,
         fault_errors,
+        interrupted,
         timeline: timeline.snapshot(),
         histogram: Some(histogram),
     })
@@ -251,11 +277,13 @@ fn progress_bar(scenario: &Scenario) -> indicatif::ProgressBar {
 
 /// A run's timeline: when sending starts, when measuring starts (after the warm-up), when
 /// it all ends.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Window {
     start: Instant,
     measure_from: Instant,
     end: Instant,
+    /// Cancelled to end the run early.
+    stop: CancellationToken,
 }
 
 /// One of the run's connections: which (its index seeds its random keys and spreads its first
@@ -315,6 +343,7 @@ async fn drive_connection(
         start,
         measure_from,
         end,
+        stop,
     } = window;
     let mut rng = SmallRng::seed_from_u64(0x7475_726e ^ index as u64);
     let mut connection = AnyConnection::new(scenario.traffic.route, address);
@@ -333,15 +362,18 @@ async fn drive_connection(
                 // Stop at the deadline even when behind schedule: slots this connection never
                 // got to are not sent, which shows as a sent rate below the target (wrk2's
                 // rule). Sending the backlog late would stretch the run and flatter the rate.
-                if next >= end || Instant::now() >= end {
+                if next >= end || Instant::now() >= end || stop.is_cancelled() {
                     break;
                 }
-                tokio::time::sleep_until(next).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => {}
+                    () = stop.cancelled() => break,
+                }
                 next
             }
             Mode::Closed => {
                 let now = Instant::now();
-                if now >= end {
+                if now >= end || stop.is_cancelled() {
                     break;
                 }
                 now

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use turnstile_gateway::api::admin;
 
 use crate::client::Connection;
@@ -40,13 +41,14 @@ pub async fn inject(
 }
 
 /// Fires the scenario's faults at their times (measured from `measure_from`, until `end`),
-/// marking each on `timeline`; returns (injected, failed).
+/// marking each on `timeline`, until `stop`; returns (injected, failed).
 pub(crate) async fn inject_scheduled(
     scenario: Scenario,
     admin: Option<Target>,
     admin_token: Option<String>,
     timeline: TimelineHandle,
     (measure_from, end): (Instant, Instant),
+    stop: CancellationToken,
 ) -> (u64, u64) {
     if scenario.faults.is_empty() {
         return (0, 0);
@@ -69,7 +71,10 @@ pub(crate) async fn inject_scheduled(
     let (mut injected, mut failed) = (0, 0);
     let mut connection = Connection::new(admin.address);
     for (at, actions) in schedule {
-        tokio::time::sleep_until(at).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = stop.cancelled() => break,
+        }
         for action in actions {
             let answer = inject(&mut connection, &admin, admin_token.as_deref(), &action).await;
             match &answer {

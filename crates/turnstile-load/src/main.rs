@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 use turnstile_backend::BackendKind;
 use turnstile_load::compare::{self, Targets};
 use turnstile_load::engine::{self, RunOptions, Target};
@@ -223,6 +224,7 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                 admin_token,
                 progress: interactive && !quiet && !live,
                 timeline: None,
+                stop: None,
             };
             let run_once = |options: RunOptions| {
                 let (scenario, targets) = (&scenario, &targets);
@@ -248,8 +250,13 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                 }
             };
             if !live {
-                run_once(options).await?;
-                return Ok(());
+                let stop = stop_on_signal();
+                run_once(RunOptions {
+                    stop: Some(stop.clone()),
+                    ..options
+                })
+                .await?;
+                return interrupted(&stop);
             }
             let (hub, requests) = Hub::new(&scenario);
             start_live_view(live_listen, &hub).await?;
@@ -294,12 +301,15 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                 }
             };
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let compare_once = |hub: Option<Arc<Hub>>| {
+            let compare_once = |live: Option<Arc<Hub>>, stop: CancellationToken| {
                 let (scenario, targets, out, command) = (&scenario, &targets, &out, &command);
                 async move {
-                    let progress = interactive && !quiet && hub.is_none();
-                    let comparison =
-                        compare::compare(scenario, targets.clone(), progress, hub.as_ref()).await?;
+                    let options = compare::CompareOptions {
+                        progress: interactive && !quiet && live.is_none(),
+                        live,
+                        stop,
+                    };
+                    let comparison = compare::compare(scenario, targets.clone(), options).await?;
                     let markdown = turnstile_load::report::write(&comparison, out, command)?;
                     println!("{markdown}");
                     let written = format!("report written to {}", out.display());
@@ -308,12 +318,16 @@ async fn execute(command: Command, admin_token: Option<String>) -> anyhow::Resul
                 }
             };
             if !live {
-                compare_once(None).await?;
-                return Ok(());
+                let stop = stop_on_signal();
+                compare_once(None, stop.clone()).await?;
+                return interrupted(&stop);
             }
             let (hub, requests) = Hub::new(&scenario);
             start_live_view(live_listen, &hub).await?;
-            serve_runs(&hub, requests, || compare_once(Some(Arc::clone(&hub)))).await
+            serve_runs(&hub, requests, || {
+                compare_once(Some(Arc::clone(&hub)), CancellationToken::new())
+            })
+            .await
         }
         Command::ServeTrivial {
             listen,
@@ -393,6 +407,27 @@ where
             _ = shutdown_signal() => return Ok(()),
         }
     }
+}
+
+/// A token cancelled at the first Ctrl-C or SIGTERM: the run stops sending, and what was
+/// measured is still written (as PID 1 in a container, SIGTERM is how `docker stop` asks).
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("turnstile-load: interrupted: stopping the run and writing what was measured");
+        cancel.cancel();
+    });
+    stop
+}
+
+/// An error (exit status 2) if the run was cut short: its results are partial.
+fn interrupted(stop: &CancellationToken) -> anyhow::Result<()> {
+    if stop.is_cancelled() {
+        anyhow::bail!("interrupted by a signal: the results written cover only the time measured");
+    }
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

@@ -315,6 +315,11 @@ fn load_line(comparison: &Comparison) -> String {
         scenario.measured_duration().as_secs_f64(),
         scenario.warmup.as_secs_f64()
     );
+    if comparison.interrupted {
+        line.push_str(
+            " **Interrupted by a signal:** the runs cover only the time measured before it, and backends or sweep points not reached are missing.",
+        );
+    }
     if comparison.side_by_side {
         line.push_str(
             " The backends ran side by side (`--live`), sharing the machine: compare their shapes, not their absolute figures.",

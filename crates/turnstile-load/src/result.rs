@@ -43,6 +43,9 @@ pub struct RunResult {
     pub faults_injected: u64,
     /// Admin calls that did not succeed.
     pub fault_errors: u64,
+    /// Ended early by a signal: the rates cover `duration_seconds`, less than planned.
+    #[serde(default)]
+    pub interrupted: bool,
     /// Second by second, with the faults and restarts marked.
     #[serde(default)]
     pub timeline: Timeline,
@@ -245,6 +248,12 @@ impl RunResult {
             "  timeouts   {}   connection errors {}",
             o.timeouts, o.connection_errors
         );
+        if self.interrupted {
+            let _ = writeln!(
+                out,
+                "  interrupted by a signal: these figures cover only the time measured"
+            );
+        }
         if self.faults_injected + self.fault_errors > 0 {
             let _ = writeln!(
                 out,

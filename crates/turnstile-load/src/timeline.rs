@@ -24,6 +24,7 @@ use http_body_util::Full;
 use hyper::Request;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use turnstile_backend::{BackendKind, BackendState, BackendStatus};
 use turnstile_gateway::api::admin;
 
@@ -304,13 +305,15 @@ pub(crate) struct Span {
     pub(crate) end: Instant,
 }
 
-/// Takes a sample every second of `span` (and one for the last part-second) into `timeline`.
+/// Takes a sample every second of `span` (and one for the last part-second) into `timeline`,
+/// until `stop`.
 pub(crate) async fn sample(
     recorders: Vec<Arc<IntervalRecorder>>,
     timeline: TimelineHandle,
     poll: Option<GatewayPoll>,
     scenario: Scenario,
     span: Span,
+    stop: CancellationToken,
 ) {
     let Span {
         start,
@@ -326,8 +329,12 @@ pub(crate) async fn sample(
         outcomes: Outcomes::default(),
     };
     loop {
-        let at = (last + SAMPLE_INTERVAL).min(end);
-        tokio::time::sleep_until(at).await;
+        let mut at = (last + SAMPLE_INTERVAL).min(end);
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            // Ended early: one last sample of the part-second.
+            () = stop.cancelled() => at = Instant::now().min(at),
+        }
         for recorder in &recorders {
             recorder.drain_into(&mut interval);
         }
@@ -381,7 +388,7 @@ pub(crate) async fn sample(
         interval.sent = 0;
         interval.histogram.reset();
         last = at;
-        if at >= end || timeline.has_ended() {
+        if at >= end || timeline.has_ended() || stop.is_cancelled() {
             return;
         }
     }

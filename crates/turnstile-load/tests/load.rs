@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use turnstile_backend::BackendKind;
-use turnstile_load::compare::{Targets, compare};
+use turnstile_load::compare::{CompareOptions, Targets, compare};
 use turnstile_load::engine::{RunOptions, Target, run};
 use turnstile_load::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
 use turnstile_load::timeline::{EventKind, Timeline};
@@ -67,8 +67,7 @@ async fn a_short_comparison_produces_complete_results_and_reports() {
     let comparison = compare(
         &scenario,
         Targets::Local(BackendKind::IN_PROCESS.to_vec()),
-        false,
-        None,
+        CompareOptions::default(),
     )
     .await
     .unwrap();
@@ -466,8 +465,7 @@ async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors()
     let comparison = compare(
         &scenario,
         Targets::Local(vec![BackendKind::Sharded]),
-        false,
-        None,
+        CompareOptions::default(),
     )
     .await
     .unwrap();
@@ -480,8 +478,7 @@ async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors()
     let comparison = compare(
         &unknown,
         Targets::Local(vec![BackendKind::Concurrent]),
-        false,
-        None,
+        CompareOptions::default(),
     )
     .await
     .unwrap();
@@ -498,8 +495,7 @@ async fn compare_drives_the_rate_limit_service_over_grpc_with_many_descriptors()
     let comparison = compare(
         &over,
         Targets::Local(vec![BackendKind::Concurrent]),
-        false,
-        None,
+        CompareOptions::default(),
     )
     .await
     .unwrap();
@@ -604,8 +600,10 @@ async fn the_live_view_serves_its_page_and_state_and_refuses_bad_calls() {
             compare(
                 &scenario,
                 Targets::Local(vec![BackendKind::Actor, BackendKind::Concurrent]),
-                false,
-                Some(&hub),
+                CompareOptions {
+                    live: Some(hub),
+                    ..CompareOptions::default()
+                },
             )
             .await
         })
@@ -897,5 +895,68 @@ async fn idle_connections_to_the_live_view_are_closed_and_do_not_keep_others_out
     let mut answer = String::new();
     client.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_run_and_what_was_measured_is_written() {
+    // A bare route that counts what reaches it.
+    let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::clone(&hits);
+    let app = Router::new().route(
+        "/v1/check",
+        post(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { r#"{"allowed":true,"limit":1,"remaining":1,"reset_after_ms":1,"retry_after_ms":null}"# }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let directory = tempfile::tempdir().unwrap();
+    let json = directory.path().join("result.json");
+    let scenario = directory.path().join("long.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"long\"\nrate = 200\nconnections = 4\nduration = \"1h\"\nwarmup = \"0s\"\n",
+    )
+    .unwrap();
+    let mut load = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile-load"))
+        .args(["run", "--quiet", "--scenario"])
+        .arg(&scenario)
+        .args(["--target", &format!("http://{address}"), "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Load is flowing: then ask it to stop, as `docker stop` would.
+    while hits.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &load.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let exit = tokio::task::spawn_blocking(move || load.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&exit.stderr);
+    assert_eq!(exit.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted by a signal"), "{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(result["interrupted"], true);
+    let seconds = result["duration_seconds"].as_f64().unwrap();
+    assert!(seconds > 0.0 && seconds < 3600.0, "{seconds}");
+    let requests = result["requests"].as_u64().unwrap();
+    assert!(requests >= 100, "{requests}");
+    assert_eq!(
+        result["outcomes"]["allowed"].as_u64(),
+        Some(requests),
+        "{result}"
+    );
     server.abort();
 }
