@@ -921,7 +921,7 @@ async fn sigterm_stops_a_run_and_what_was_measured_is_written() {
         "name = \"long\"\nrate = 200\nconnections = 4\nduration = \"1h\"\nwarmup = \"0s\"\n",
     )
     .unwrap();
-    let mut load = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile-load"))
+    let load = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile-load"))
         .args(["run", "--quiet", "--scenario"])
         .arg(&scenario)
         .args(["--target", &format!("http://{address}"), "--json"])
