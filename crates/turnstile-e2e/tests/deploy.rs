@@ -602,3 +602,67 @@ fn the_envoy_example_produces_descriptors_the_shipped_rules_limit() {
         );
     }
 }
+
+/// What a review of the compose file found (issue 17): a gateway stopped before its drain
+/// ends, monitoring held hostage by a sick gateway, logs and memory unbounded, Redis failing
+/// every check once full, and load generators inheriting a gateway's health check.
+#[test]
+fn compose_drains_gateways_bounds_resources_and_keeps_monitoring_independent() {
+    let services = services();
+    let grace = Config::default().shutdown_grace;
+    let seconds = |value: &Value| -> u64 {
+        let text = value.as_str().expect("a duration such as 15s");
+        text.strip_suffix('s')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("`{text}` is not whole seconds"))
+    };
+    for (key, service) in &services {
+        let service_name = name(key);
+        let on_demand = service.get("profiles").is_some();
+        if !on_demand {
+            assert!(
+                service["logging"]["options"]["max-size"].is_string(),
+                "{service_name}: unbounded logs"
+            );
+        }
+        if service_name.starts_with("gateway-") {
+            assert!(
+                seconds(&service["stop_grace_period"]) > grace.as_secs(),
+                "{service_name}: stopped (SIGKILL) before its {grace:?} drain ends"
+            );
+            assert!(
+                service["mem_limit"].is_string(),
+                "{service_name}: no memory limit"
+            );
+            assert!(service["cpus"].is_number(), "{service_name}: no CPU limit");
+        }
+        if service_name.starts_with("loadgen") {
+            assert_eq!(
+                service["healthcheck"]["disable"],
+                Value::Bool(true),
+                "{service_name}: inherits the gateway's HEALTHCHECK"
+            );
+        }
+    }
+    for monitoring in ["prometheus", "grafana"] {
+        for (dependency, condition) in services[monitoring]["depends_on"].as_mapping().unwrap() {
+            assert_eq!(
+                condition["condition"].as_str(),
+                Some("service_started"),
+                "{monitoring} waits for {} to be healthy",
+                name(dependency)
+            );
+        }
+    }
+    let redis: Vec<&str> = services["redis"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    let policy = redis
+        .iter()
+        .position(|arg| *arg == "--maxmemory-policy")
+        .map(|at| redis[at + 1]);
+    assert_eq!(policy, Some("volatile-ttl"), "{redis:?}");
+}
