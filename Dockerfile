@@ -1,10 +1,14 @@
-# syntax=docker/dockerfile:1
 # Turnstile: the gateway (`turnstile`) and the load generator (`turnstile-load`) in one small
 # image. cargo-chef caches the dependency build in its own layer, so a source change rebuilds
 # only our crates.
-ARG RUST_VERSION=1.95
+#
+# Both base images are build arguments, pinned (cargo-chef 0.1.77 on Rust 1.95), so a build
+# behind a registry mirror can name its own: --build-arg CHEF_IMAGE=... --build-arg
+# RUNTIME_IMAGE=...
+ARG CHEF_IMAGE=lukemathwalker/cargo-chef:0.1.77-rust-1.95-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM lukemathwalker/cargo-chef:latest-rust-${RUST_VERSION}-slim-bookworm AS chef
+FROM ${CHEF_IMAGE} AS chef
 WORKDIR /src
 
 FROM chef AS planner
@@ -19,9 +23,11 @@ COPY . .
 RUN cargo build --profile dist --locked --bin turnstile --bin turnstile-load \
     && cp target/dist/turnstile target/dist/turnstile-load /usr/local/bin/
 
-FROM debian:bookworm-slim AS runtime
-# A fixed, unprivileged uid: the gateway needs no privilege (it listens above 1024).
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin turnstile
+FROM ${RUNTIME_IMAGE} AS runtime
+# A fixed, unprivileged uid and gid: the gateway needs no privilege (it listens above 1024).
+# The group is created with gid 10001 so that USER 10001:10001 names a real group.
+RUN groupadd --system --gid 10001 turnstile \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin turnstile
 COPY --from=builder /usr/local/bin/turnstile /usr/local/bin/turnstile-load /usr/local/bin/
 COPY loadtest /opt/turnstile/loadtest
 WORKDIR /opt/turnstile

@@ -666,3 +666,58 @@ fn compose_drains_gateways_bounds_resources_and_keeps_monitoring_independent() {
         .map(|at| redis[at + 1]);
     assert_eq!(policy, Some("volatile-ttl"), "{redis:?}");
 }
+
+/// What a review of the Dockerfile found (issue 17): an unpinned base, a frontend image
+/// pulled for nothing, a user whose gid names no group, and a probe whose own timeout equals
+/// the runtime's.
+#[test]
+fn the_dockerfile_pins_its_bases_names_its_group_and_probes_within_the_runtimes_timeout() {
+    let dockerfile = std::fs::read_to_string(workspace_root().join("Dockerfile")).unwrap();
+    assert!(
+        !dockerfile.contains("# syntax="),
+        "no dockerfile frontend image to pull"
+    );
+    let arguments: BTreeMap<&str, &str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("ARG "))
+        .filter_map(|arg| arg.split_once('='))
+        .collect();
+    for line in dockerfile.lines().filter(|line| line.starts_with("FROM ")) {
+        let image = line.split_whitespace().nth(1).unwrap();
+        let image = image
+            .strip_prefix("${")
+            .and_then(|arg| arg.strip_suffix('}'))
+            .map_or(image, |arg| arguments[arg]);
+        let stage_names: Vec<&str> = dockerfile
+            .lines()
+            .filter_map(|l| l.strip_prefix("FROM "))
+            .filter_map(|l| l.split_once(" AS ").map(|(_, name)| name.trim()))
+            .collect();
+        if stage_names.contains(&image) {
+            continue;
+        }
+        let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+        assert!(
+            !tag.is_empty() && !tag.contains("latest"),
+            "`{line}`: base image {image} is not pinned"
+        );
+    }
+    assert!(
+        dockerfile.contains("groupadd --system --gid 10001")
+            && dockerfile.contains("--gid 10001")
+            && dockerfile.contains("USER 10001:10001"),
+        "the runtime gid 10001 is a real group"
+    );
+    let timeout = dockerfile
+        .lines()
+        .find_map(|line| line.split("--timeout=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.strip_suffix('s'))
+        .and_then(|seconds| seconds.parse::<u64>().ok())
+        .expect("HEALTHCHECK --timeout=Ns");
+    assert!(
+        turnstile_gateway::cli::PROBE_TIMEOUT < std::time::Duration::from_secs(timeout),
+        "the probe gives up ({:?}) before the runtime does ({timeout} s)",
+        turnstile_gateway::cli::PROBE_TIMEOUT
+    );
+}

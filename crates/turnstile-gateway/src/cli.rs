@@ -107,6 +107,11 @@ pub struct RlsFlags {
     pub config_dir: Option<PathBuf>,
 }
 
+/// How long `--healthcheck` and `--readiness-check` wait for the answer: well under the
+/// Dockerfile's `HEALTHCHECK --timeout` (a test holds the two apart), so a slow gateway is
+/// reported by the probe, with its reason, rather than killed by the container runtime.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The flags that are not configuration keys (they steer the binary itself).
 pub const NON_CONFIG_FLAGS: [&str; 3] = ["config", "healthcheck", "readiness_check"];
 

@@ -156,9 +156,14 @@ async fn probe(listen: SocketAddr, path: &str) -> anyhow::Result<()> {
         stream.read_exact(&mut head).await?;
         std::io::Result::Ok(head)
     };
-    let head = tokio::time::timeout(std::time::Duration::from_secs(3), exchange)
+    let head = tokio::time::timeout(turnstile_gateway::cli::PROBE_TIMEOUT, exchange)
         .await
-        .context("no answer within 3 s")?
+        .with_context(|| {
+            format!(
+                "no answer within {:?}",
+                turnstile_gateway::cli::PROBE_TIMEOUT
+            )
+        })?
         .with_context(|| format!("GET http://{target}{path}"))?;
     // "HTTP/1.1 200"
     anyhow::ensure!(
