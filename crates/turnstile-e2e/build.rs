@@ -11,7 +11,7 @@
 
 include!("src/python.rs");
 
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 9] = [
     ("nginx", "nginx"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
@@ -20,6 +20,7 @@ const TOOLS: [(&str, &str); 8] = [
     ("python3", "python3"),
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    ("caddy", "caddy"),
 ];
 
 const EXTRA_DIRS: [&str; 2] = ["/usr/sbin", "/usr/local/sbin"];

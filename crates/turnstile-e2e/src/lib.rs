@@ -5,6 +5,7 @@
 //!
 //! - [`dashboards`]: reads `dashboards/*.json` and lists every PromQL expression in them.
 //! - [`browser`]: headless Chromium through chromedriver (WebDriver), for the pages.
+//! - [`proxies`]: the rules and the shipped-file rewiring the proxy tests share.
 //! - this file: [`external_tool`] finds a tool or decides whether its absence fails the test;
 //!   [`Process`] runs one on loopback and kills it when dropped; [`free_port`] and
 //!   [`wait_until`] for start-up; [`workspace_root`] for the shipped files under test.
@@ -19,6 +20,7 @@
 //!   ([`RedisCluster`]), and a primary killed under load and failed over. Both share
 //!   `tests/common` (a check over HTTP, readiness, the hot-key exactness run).
 //! - `tests/nginx.rs`: the shipped `auth_request` configuration in a real nginx.
+//! - `tests/caddy.rs`: the shipped `forward_auth` Caddyfile in a real Caddy.
 //! - `tests/live_view.rs`: `turnstile-load compare --live` in headless Chromium: a crash
 //!   injected from the page, and a gateway that dies mid-run.
 //! - `tests/deploy.rs`: compose, Prometheus, Grafana, Dockerfile and Kubernetes files agree
@@ -40,6 +42,7 @@
 
 pub mod browser;
 pub mod dashboards;
+pub mod proxies;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -124,12 +127,25 @@ pub struct Process {
 impl Process {
     /// Starts `program` with `args`, output to `log`.
     pub fn start(name: &str, program: &Path, args: &[&str], log: PathBuf) -> Self {
+        Self::start_with_env(name, program, args, &[], log)
+    }
+
+    /// As [`Process::start`], with `env` added to the environment (a tool's state directories
+    /// pointed into the test's scratch directory, say).
+    pub fn start_with_env(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+        log: PathBuf,
+    ) -> Self {
         let out = std::fs::File::create(&log).expect("create the tool's log file");
         let err = out.try_clone().expect("clone the log handle");
         // Its own process group, so that stopping it stops what it forked too (nginx's
         // workers outlive a killed master otherwise).
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)

@@ -10,35 +10,10 @@
 
 use std::time::Duration;
 
+use turnstile_e2e::proxies::{FORWARD_AUTH_RULES, shipped_with};
 use turnstile_e2e::{
     Process, external_tool, free_port, http_client, scratch_dir, start_gateway, wait_until,
-    workspace_root,
 };
-
-/// Turnstile as the shipped file says to configure it, with a policy small enough to exhaust.
-const TURNSTILE_CONFIG: &str = r#"
-trusted_proxies = ["127.0.0.1/32"]
-
-[forward_auth]
-deny_status = 403
-
-[policies.default]
-limit = 3
-period = "1m"
-
-[policies.login]
-limit = 1
-period = "1m"
-
-[[routes]]
-name = "login"
-match = { path_prefix = "/login", methods = ["POST"] }
-limits = [ { policy = "login", key = "client_ip" } ]
-
-[[routes]]
-match = { path_prefix = "/" }
-limits = [ { policy = "default", key = "client_ip" } ]
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -57,25 +32,25 @@ async fn nginx_auth_request_admits_limits_with_429_and_fails_closed_when_turnsti
     let app = axum::Router::new().fallback(|| async { "hello from the application" });
     tokio::spawn(async move { axum::serve(app_listener, app).await });
 
-    let turnstile = start_gateway(TURNSTILE_CONFIG);
+    // Turnstile as the shipped file says to configure it: nginx's auth_request passes only
+    // 401 and 403 through.
+    let turnstile = start_gateway(&format!(
+        "trusted_proxies = [\"127.0.0.1/32\"]\n[forward_auth]\ndeny_status = 403\n{FORWARD_AUTH_RULES}"
+    ));
 
     // The shipped file, with its three addresses pointed at this test's ports.
-    let shipped =
-        std::fs::read_to_string(workspace_root().join("deploy/nginx/turnstile.conf")).unwrap();
     let nginx_port = free_port();
-    for needle in ["127.0.0.1:8080", "127.0.0.1:3000", "listen 127.0.0.1:8000;"] {
-        assert!(
-            shipped.contains(needle),
-            "the shipped file no longer has `{needle}`"
-        );
-    }
-    let site = shipped
-        .replace("127.0.0.1:8080", &turnstile.address.to_string())
-        .replace("127.0.0.1:3000", &app_address.to_string())
-        .replace(
-            "listen 127.0.0.1:8000;",
-            &format!("listen 127.0.0.1:{nginx_port};"),
-        );
+    let site = shipped_with(
+        "deploy/nginx/turnstile.conf",
+        &[
+            ("127.0.0.1:8080", turnstile.address.to_string()),
+            ("127.0.0.1:3000", app_address.to_string()),
+            (
+                "listen 127.0.0.1:8000;",
+                format!("listen 127.0.0.1:{nginx_port};"),
+            ),
+        ],
+    );
     std::fs::write(dir.path().join("turnstile.conf"), site).unwrap();
     let root = dir.path().display();
     let main_config = format!(
