@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 pub enum Route {
     /// `POST /v1/check`: a decision for an explicit key.
     Check,
-    /// `ANY /v1/forward-auth`: for proxies' external-auth hooks.
+    /// `ANY /v1/forward-auth`: for proxies' external-auth hooks; also
+    /// `ANY /v1/forward-auth/<original path>` ([`FORWARD_AUTH_PREFIX`]), as Envoy's ext_authz
+    /// calls it.
     ForwardAuth,
     /// `POST /v1/ratelimit`: Envoy's `ShouldRateLimit` in proto3 JSON (see [`rls`]).
     RateLimit,
@@ -83,6 +85,9 @@ impl Route {
 
     /// The route a request path reaches (any path that is no route's is the gateway route's).
     pub fn of_path(path: &str) -> Self {
+        if forward_auth_original_path(path).is_some() {
+            return Self::ForwardAuth;
+        }
         Self::ALL
             .into_iter()
             .find(|route| route.path() == Some(path))
@@ -105,6 +110,19 @@ impl Route {
     pub const fn index(self) -> usize {
         self as usize
     }
+}
+
+/// The prefix form of [`Route::ForwardAuth`], as the router's template: Envoy's ext_authz (HTTP)
+/// calls its `path_prefix` followed by the original request's path.
+pub const FORWARD_AUTH_PREFIX: &str = "/v1/forward-auth/{*original}";
+
+/// The original request's path in a prefix-form forward-auth call
+/// (`/v1/forward-auth/api/x` → `/api/x`), or `None` for any other path.
+pub fn forward_auth_original_path(path: &str) -> Option<&str> {
+    let prefix = Route::ForwardAuth.path()?;
+    let rest = path.strip_prefix(prefix)?;
+    // Keep the slash: the rest is the original path, `/` included.
+    rest.starts_with('/').then_some(rest)
 }
 
 /// Marks an answer admitted without a decision because the backend dropped the check and the
@@ -292,6 +310,19 @@ mod tests {
             }
         }
         assert_eq!(Route::of_path("/v1/check/"), Route::Gateway);
+        assert_eq!(Route::of_path("/v1/forward-auth/api/x"), Route::ForwardAuth);
+        assert_eq!(Route::of_path("/v1/forward-authx"), Route::Gateway);
+        assert_eq!(
+            forward_auth_original_path("/v1/forward-auth/api/x"),
+            Some("/api/x")
+        );
+        assert_eq!(forward_auth_original_path("/v1/forward-auth/"), Some("/"));
+        assert_eq!(forward_auth_original_path("/v1/forward-auth"), None);
+        assert_eq!(
+            FORWARD_AUTH_PREFIX.split('{').next(),
+            Some("/v1/forward-auth/"),
+            "the router's template is the prefix form's"
+        );
         assert_eq!(Route::of_path("/"), Route::Gateway);
         assert_eq!(Route::Gateway.label(), "fallback");
         assert_eq!(admin::crash_shard(3), "/admin/crash/shard/3");

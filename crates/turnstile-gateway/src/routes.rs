@@ -48,6 +48,7 @@ pub fn app(state: Arc<AppState>) -> GatewayService {
         .fold(Router::new(), |router, (path, handler)| {
             router.route(path, handler)
         })
+        .route(crate::api::FORWARD_AUTH_PREFIX, any(forward_auth))
         // `Route::Gateway`: every path that is no other route's.
         .fallback(gateway)
         .method_not_allowed_fallback(method_not_allowed)
@@ -209,7 +210,9 @@ enum ClientRoute {
 /// ForwardAuth, Caddy `forward_auth`, Envoy ext_authz): 200 when allowed, the configured deny
 /// status when not. The request rules see the original request as the proxy describes it
 /// (`X-Forwarded-Uri` or `X-Original-URI`, `X-Forwarded-Method` or `X-Original-Method`), else
-/// this request itself.
+/// the path after `/v1/forward-auth` in the prefix form Envoy's ext_authz calls
+/// (`/v1/forward-auth/api/x` judges `/api/x`, with this request's method), else this request
+/// itself.
 pub(crate) async fn forward_auth(state: State<Arc<AppState>>, request: Request) -> Response {
     limit_client(state, request, ClientRoute::ForwardAuth).await
 }
@@ -269,7 +272,9 @@ fn forwarded_target(parts: &Parts) -> Result<(Method, &str), ApiError> {
             }
             path
         }
-        None => parts.uri.path(),
+        // Envoy's prefix form: the original path follows the route's own.
+        None => crate::api::forward_auth_original_path(parts.uri.path())
+            .unwrap_or_else(|| parts.uri.path()),
     };
     Ok((method, path))
 }

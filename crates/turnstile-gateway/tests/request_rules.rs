@@ -399,6 +399,72 @@ async fn forward_auth_decides_by_the_same_rules_on_the_original_request() {
     gateway.state.backend().shutdown().await;
 }
 
+#[tokio::test]
+async fn forward_auth_takes_envoys_prefix_form_with_the_original_path_after_it() {
+    let gateway = TestGateway::new(config(&[RULES], BackendKind::Concurrent));
+    // Envoy's ext_authz (HTTP) calls `path_prefix` + the original path, with the original
+    // method and no X-Forwarded-Uri: `POST /v1/forward-auth/login` is the login rule's.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let response = gateway
+            .send_from(A, request("POST", "/v1/forward-auth/login?next=/", &[]))
+            .await;
+        seen.push(response.status.as_u16());
+    }
+    assert_eq!(seen, [200, 200, 429], "the login rule, 2 per minute");
+    assert_eq!(
+        gateway
+            .state
+            .metrics()
+            .route_decisions_total("login", "denied"),
+        1
+    );
+    // An answer of forward-auth (200, no body of the demo route), counted under its route.
+    let other = gateway
+        .send_from(B, request("GET", "/v1/forward-auth/static/app.css", &[]))
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(
+        gateway
+            .state
+            .metrics()
+            .route_decisions_total("static", "allowed"),
+        0,
+        "the static rule has no limits: nothing decided"
+    );
+    assert_eq!(
+        gateway
+            .state
+            .metrics()
+            .route_decisions_total("everything", "allowed"),
+        0,
+        "matched as /static/app.css, not as the whole path"
+    );
+    // Headers, when the proxy sends them, still describe the request.
+    let described = gateway
+        .send_from(
+            B,
+            request(
+                "GET",
+                "/v1/forward-auth/ignored",
+                &[
+                    ("x-forwarded-method", "POST"),
+                    ("x-forwarded-uri", "/login"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(described.status, StatusCode::OK);
+    assert_eq!(
+        gateway
+            .state
+            .metrics()
+            .route_decisions_total("login", "allowed"),
+        3
+    );
+    gateway.state.backend().shutdown().await;
+}
+
 #[test]
 fn a_bad_rule_is_refused_naming_it() {
     for (rule, field) in [
