@@ -429,7 +429,8 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
             .collect();
         for deployment in documents.iter().filter(|d| d["kind"] == "Deployment") {
             let spec = &deployment["spec"]["template"]["spec"];
-            for container in spec["containers"].as_sequence().unwrap() {
+            let init = spec["initContainers"].as_sequence().into_iter().flatten();
+            for container in spec["containers"].as_sequence().unwrap().iter().chain(init) {
                 if container["image"] != "turnstile:local" {
                     continue;
                 }
@@ -720,4 +721,77 @@ fn the_dockerfile_pins_its_bases_names_its_group_and_probes_within_the_runtimes_
         "the probe gives up ({:?}) before the runtime does ({timeout} s)",
         turnstile_gateway::cli::PROBE_TIMEOUT
     );
+}
+
+/// Every Deployment of deploy/kubernetes (issue 17's review): Pod Security "restricted" for
+/// every container but the user's app; readiness that survives a Redis outage; exec probes
+/// that outlast the probe's own timeout; the sidecar a native one.
+#[test]
+fn kubernetes_pods_are_restricted_ready_through_outages_and_the_sidecar_is_native() {
+    let dir = workspace_root().join("deploy/kubernetes");
+    let mut deployments = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let document = Value::deserialize(document).unwrap();
+            if document["kind"] != "Deployment" {
+                continue;
+            }
+            deployments += 1;
+            let spec = &document["spec"]["template"]["spec"];
+            assert_eq!(
+                spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                "{file}: seccomp"
+            );
+            assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{file}");
+            let init = spec["initContainers"].as_sequence().into_iter().flatten();
+            let containers = spec["containers"].as_sequence().unwrap().iter().chain(init);
+            for container in containers {
+                let image = container["image"].as_str().unwrap();
+                if image.starts_with("my-service") {
+                    continue; // the user's app
+                }
+                let security = &container["securityContext"];
+                assert_eq!(
+                    security["allowPrivilegeEscalation"], false,
+                    "{file}: {image}"
+                );
+                assert_eq!(
+                    security["capabilities"]["drop"][0], "ALL",
+                    "{file}: {image} keeps capabilities"
+                );
+                for probe in ["readinessProbe", "livenessProbe"] {
+                    let probe = &container[probe];
+                    if probe["exec"]["command"][0] == "turnstile" {
+                        let timeout = probe["timeoutSeconds"].as_u64().unwrap_or(1);
+                        assert!(
+                            std::time::Duration::from_secs(timeout)
+                                > turnstile_gateway::cli::PROBE_TIMEOUT,
+                            "{file}: the exec probe is cut before it gives up itself"
+                        );
+                    }
+                }
+                if image == "turnstile:local" {
+                    assert_ne!(
+                        container["readinessProbe"]["httpGet"]["path"], "/readyz",
+                        "{file}: a Redis outage would empty the Service"
+                    );
+                }
+            }
+            if file == "sidecar.yaml" {
+                let sidecar = &spec["initContainers"][0];
+                assert_eq!(sidecar["image"], "turnstile:local");
+                assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
+            }
+            if file == "redis-replicas.yaml" && document["metadata"]["name"] == "turnstile" {
+                assert!(
+                    spec["containers"][0]["lifecycle"]["preStop"].is_mapping(),
+                    "leave the endpoints before draining"
+                );
+            }
+        }
+    }
+    assert_eq!(deployments, 3);
 }
