@@ -8,6 +8,8 @@
 ARG CHEF_IMAGE=lukemathwalker/cargo-chef:0.1.77-rust-1.95-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
+# The tag is pinned in the ARG above; hadolint does not read ARG defaults.
+# hadolint ignore=DL3006
 FROM ${CHEF_IMAGE} AS chef
 WORKDIR /src
 
@@ -23,6 +25,7 @@ COPY . .
 RUN cargo build --profile dist --locked --bin turnstile --bin turnstile-load \
     && cp target/dist/turnstile target/dist/turnstile-load /usr/local/bin/
 
+# hadolint ignore=DL3006
 FROM ${RUNTIME_IMAGE} AS runtime
 # A fixed, unprivileged uid and gid: the gateway needs no privilege (it listens above 1024).
 # The group is created with gid 10001 so that USER 10001:10001 names a real group.

