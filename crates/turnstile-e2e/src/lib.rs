@@ -21,6 +21,7 @@
 //!   `tests/common` (a check over HTTP, readiness, the hot-key exactness run).
 //! - `tests/nginx.rs`: the shipped `auth_request` configuration in a real nginx.
 //! - `tests/caddy.rs`: the shipped `forward_auth` Caddyfile in a real Caddy.
+//! - `tests/traefik.rs`: the shipped ForwardAuth configuration in a real Traefik.
 //! - `tests/live_view.rs`: `turnstile-load compare --live` in headless Chromium: a crash
 //!   injected from the page, and a gateway that dies mid-run.
 //! - `tests/deploy_tools.rs`: hadolint, `docker-compose config` and `kubernetes-validate
