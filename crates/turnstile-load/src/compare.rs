@@ -5,12 +5,17 @@
 //! tokio runtime and threads, on loopback ports chosen by the OS, with the scenario's
 //! `[gateway]` settings, the load generator trusted as a proxy (so `X-Forwarded-For` sets the
 //! client IP), and an admin listener for the scenario's faults.
+//!
+//! The backends run one after the other, each with the machine to itself; with a live view
+//! ([`CompareOptions::live`]) they run at the same time, side by side. A cancelled
+//! [`CompareOptions::stop`] ends the comparison early with what was measured.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use turnstile_backend::{BackendKind, SimulatedWork};
 use turnstile_gateway::Config;
 use turnstile_gateway::testing::{self, RunningGateway};
@@ -20,7 +25,6 @@ use crate::live::{Hub, LiveBackend};
 use crate::result::RunResult;
 use crate::scenario::{KeyDistribution, Mode, Route, Scenario, Sweep, SweepWork, Traffic};
 use crate::timeline::TimelineHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Starts a gateway with `backend`, the scenario's gateway settings, then `extra`, on
 /// loopback ports with an admin listener, through the gateway's own harness.
