@@ -10,7 +10,7 @@
 //!   where measuring began), and samples are in strictly increasing `t`.
 //! - A request is counted in the sample of the second its answer (or its failure) came in, so
 //!   a second's latency percentiles are those of the answers received in it.
-//! - The connections record into their own [`IntervalRecorder`], a lock that only the sampler
+//! - The connections record into their own `IntervalRecorder`, a lock that only the sampler
 //!   contends for, once a second, and that nobody holds across an `.await`.
 //! - Once the gateway stops answering, the series stops: no sample is added after `ended`.
 
