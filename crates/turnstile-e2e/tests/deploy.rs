@@ -795,3 +795,26 @@ fn kubernetes_pods_are_restricted_ready_through_outages_and_the_sidecar_is_nativ
     }
     assert_eq!(deployments, 3);
 }
+
+/// The compose demo's default admin token is the gateway's `DEMO_ADMIN_TOKEN` (refused beyond
+/// loopback unless allowed), and every service that uses it says it is a demo or calls one.
+#[test]
+fn compose_uses_the_gateways_demo_token_and_allows_it_only_as_a_demo() {
+    let demo = turnstile_gateway::config::DEMO_ADMIN_TOKEN;
+    for (key, service) in &services() {
+        let env = environment(service);
+        let Some(token) = env.get("TURNSTILE_ADMIN_TOKEN") else {
+            continue;
+        };
+        assert_eq!(token, demo, "{}: the default token", name(key));
+        if name(key).starts_with("gateway-") {
+            assert_eq!(
+                env.get("TURNSTILE_ADMIN_ALLOW_DEMO_TOKEN")
+                    .map(String::as_str),
+                Some("true"),
+                "{}: refuses its own token without the opt-in",
+                name(key)
+            );
+        }
+    }
+}

@@ -22,6 +22,10 @@ use turnstile_backend::{
 };
 use turnstile_core::Policy;
 
+/// The admin token the docker-compose demo uses by default (`docker-compose.yml` is checked
+/// against it). Refused beyond loopback unless `admin_allow_demo_token` is set.
+pub const DEMO_ADMIN_TOKEN: &str = "turnstile-demo";
+
 /// Everything the gateway is configured with. See the README's configuration reference (a
 /// test holds it, the CLI and `deploy/turnstile.example.toml` to these fields). `Debug` hides
 /// the admin token and any password in the Redis URL, so the whole value can be logged.
@@ -92,6 +96,9 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin API requires; mandatory when `admin_listen` is not loopback.
     pub admin_token: Option<Secret>,
+    /// Accept the documented demo token ([`DEMO_ADMIN_TOKEN`]) on an admin listener beyond
+    /// loopback: for the docker-compose demo only, since anyone can read that token.
+    pub admin_allow_demo_token: bool,
     /// The demo gateway route (every path not otherwise routed).
     pub gateway: GatewayRoute,
     /// The `/v1/forward-auth` endpoint for proxies' external-auth hooks.
@@ -456,6 +463,7 @@ impl Default for Config {
             max_connections: 10_000,
             admin_listen: None,
             admin_token: None,
+            admin_allow_demo_token: false,
             gateway: GatewayRoute {
                 policy: "default".into(),
             },
@@ -781,6 +789,20 @@ impl Config {
                     "admin_listen",
                     format!(
                         "{admin} is not a loopback address: the admin API can crash the service, so set `admin_token` too"
+                    ),
+                ));
+            }
+            if !admin.ip().is_loopback()
+                && !self.admin_allow_demo_token
+                && self
+                    .admin_token
+                    .as_ref()
+                    .is_some_and(|token| token.expose() == DEMO_ADMIN_TOKEN)
+            {
+                return Err(invalid(
+                    "admin_token",
+                    format!(
+                        "is the documented demo token `{DEMO_ADMIN_TOKEN}`, which anyone can read, on {admin}, which is not loopback: set a token of your own (or `admin_allow_demo_token = true` for a demo)"
                     ),
                 ));
             }

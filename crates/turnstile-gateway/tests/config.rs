@@ -414,6 +414,37 @@ fn semantic_errors_name_the_field() {
 }
 
 #[test]
+fn the_public_demo_token_is_refused_beyond_loopback_unless_the_demo_says_so() {
+    use turnstile_gateway::config::DEMO_ADMIN_TOKEN;
+    // The configuration `toml` loads to: `Ok`, or the error as text.
+    let outcome = |toml: &str| -> Result<(), String> {
+        let mut seen = None;
+        Jail::expect_with(|jail| {
+            jail.create_file("t.toml", toml)?;
+            seen = Some(
+                Config::load(Some(Path::new("t.toml")), &no_flags())
+                    .map(|_| ())
+                    .map_err(|error| error.to_string()),
+            );
+            Ok(())
+        });
+        seen.expect("the jail ran")
+    };
+    let public = format!("admin_listen = \"0.0.0.0:9091\"\nadmin_token = \"{DEMO_ADMIN_TOKEN}\"\n");
+    let refused = outcome(&public).unwrap_err();
+    assert!(refused.contains("admin_token"), "{refused}");
+    assert!(refused.contains("documented demo token"), "{refused}");
+    assert!(refused.contains("admin_allow_demo_token"), "{refused}");
+    for accepted in [
+        format!("{public}admin_allow_demo_token = true\n"),
+        "admin_listen = \"0.0.0.0:9091\"\nadmin_token = \"a-token-of-my-own\"\n".to_owned(),
+        format!("admin_listen = \"127.0.0.1:9091\"\nadmin_token = \"{DEMO_ADMIN_TOKEN}\"\n"),
+    ] {
+        assert_eq!(outcome(&accepted), Ok(()), "{accepted}");
+    }
+}
+
+#[test]
 fn the_shipped_example_config_is_exactly_the_defaults() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/turnstile.example.toml");
     Jail::expect_with(|_| {
