@@ -19,8 +19,11 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-# `dist`: the optimised profile that ships (thin LTO, one codegen unit; see Cargo.toml).
-RUN cargo chef cook --profile dist --locked --recipe-path recipe.json
+# `dist`: the optimised profile that ships (thin LTO, one codegen unit; see Cargo.toml). Only
+# the two binaries' dependencies: the workspace's test and bench crates (reqwest, criterion,
+# governor, ...) are not built into the cache, so a dependency change does not pay for them.
+RUN cargo chef cook --profile dist --locked --recipe-path recipe.json \
+    --bin turnstile --bin turnstile-load
 COPY . .
 RUN cargo build --profile dist --locked --bin turnstile --bin turnstile-load \
     && cp target/dist/turnstile target/dist/turnstile-load /usr/local/bin/

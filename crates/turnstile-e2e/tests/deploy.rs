@@ -360,11 +360,22 @@ fn the_loadgen_service_targets_the_compose_gateways_and_their_admin_apis() {
 #[test]
 fn the_dockerfile_builds_real_binaries_and_probes_with_a_real_flag() {
     let dockerfile = std::fs::read_to_string(workspace_root().join("Dockerfile")).unwrap();
+    // The RUN steps, continuation lines joined.
+    let joined = dockerfile.replace("\\\n", " ");
+    let step = |what: &str| {
+        joined
+            .lines()
+            .find(|line| line.starts_with("RUN cargo ") && line.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` step"))
+    };
     for binary in ["turnstile", "turnstile-load"] {
-        assert!(
-            dockerfile.contains(&format!("--bin {binary}")),
-            "{binary} not built"
-        );
+        for what in ["chef cook", "cargo build"] {
+            let args: Vec<&str> = step(what).split_whitespace().collect();
+            assert!(
+                args.windows(2).any(|w| w == ["--bin", binary]),
+                "{binary} not in the `{what}` step: the cached dependencies must be the built ones"
+            );
+        }
     }
     assert!(
         workspace_root()
