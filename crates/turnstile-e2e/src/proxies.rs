@@ -1,5 +1,7 @@
-//! What the proxy tests (`tests/nginx.rs`, `tests/caddy.rs`) share: the rules Turnstile runs
-//! behind each proxy, and the shipped proxy file with its addresses pointed at a test's ports.
+//! What the proxy tests (`tests/nginx.rs`, `tests/caddy.rs`, `tests/traefik.rs`) share: the
+//! rules Turnstile runs behind each proxy, the shipped proxy file with its addresses pointed at
+//! a test's ports, the application behind the proxy, and the story every forward-auth proxy
+//! must tell.
 
 use crate::workspace_root;
 
@@ -36,6 +38,17 @@ pub fn shipped_with(path: &str, replacements: &[(&str, String)]) -> String {
         text = text.replace(from, to);
     }
     text
+}
+
+/// Panics unless a denial under one of [`FORWARD_AUTH_RULES`]' per-minute policies tells the
+/// client when to come back: `Retry-After` in whole seconds, within the minute.
+pub fn assert_limited_a_minute(limited: &reqwest::Response) {
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("Retry-After is text")
+        .parse()
+        .expect("Retry-After is whole seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
 }
 
 /// A client whose connections come from `address` (any of 127.0.0.0/8 is this host), so a
@@ -124,12 +137,7 @@ pub async fn assert_forward_auth_through(
         429,
         "Turnstile's denial reaches the client"
     );
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_limited_a_minute(&limited);
     assert!(limited.headers().contains_key("ratelimit"));
     assert!(limited.text().await.unwrap().contains("rate_limited"));
 

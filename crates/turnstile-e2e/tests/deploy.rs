@@ -423,16 +423,33 @@ fn the_dockerfile_builds_real_binaries_and_probes_with_a_real_flag() {
     }
 }
 
+/// Every file of deploy/kubernetes: its name and its YAML documents.
+fn kubernetes_manifests() -> Vec<(String, Vec<Value>)> {
+    let dir = workspace_root().join("deploy/kubernetes");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let documents = serde_yaml::Deserializer::from_str(&text)
+                .map(|document| Value::deserialize(document).unwrap())
+                .collect();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            (file, documents)
+        })
+        .collect()
+}
+
+/// A pod spec's containers, then its init containers (native sidecars among them).
+fn pod_containers(spec: &Value) -> impl Iterator<Item = &Value> {
+    let init = spec["initContainers"].as_sequence().into_iter().flatten();
+    spec["containers"].as_sequence().unwrap().iter().chain(init)
+}
+
 #[test]
 fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read() {
-    let dir = workspace_root().join("deploy/kubernetes");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-            .map(|document| Value::deserialize(document).unwrap())
-            .collect();
+    for (manifest, documents) in kubernetes_manifests() {
         let config_maps: BTreeMap<String, &Value> = documents
             .iter()
             .filter(|d| d["kind"] == "ConfigMap")
@@ -440,8 +457,7 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
             .collect();
         for deployment in documents.iter().filter(|d| d["kind"] == "Deployment") {
             let spec = &deployment["spec"]["template"]["spec"];
-            let init = spec["initContainers"].as_sequence().into_iter().flatten();
-            for container in spec["containers"].as_sequence().unwrap().iter().chain(init) {
+            for container in pod_containers(spec) {
                 if container["image"] != "turnstile:local" {
                     continue;
                 }
@@ -471,7 +487,7 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
                 let file_path = scratch.path().join(file);
                 std::fs::write(&file_path, toml).unwrap();
                 let config = load_config(Some(&file_path), &BTreeMap::new())
-                    .unwrap_or_else(|error| panic!("{}: {map_name}: {error}", path.display()));
+                    .unwrap_or_else(|error| panic!("{}: {map_name}: {error}", manifest));
                 if let Some(rules_dir) = &config.rls.config_dir {
                     // The rules' ConfigMap, mounted where `rls.config_dir` reads, loads, and
                     // is the shipped rules file.
@@ -481,11 +497,7 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
                         .iter()
                         .find(|m| Path::new(m["mountPath"].as_str().unwrap()) == rules_dir)
                         .unwrap_or_else(|| {
-                            panic!(
-                                "{}: nothing mounted at {}",
-                                path.display(),
-                                rules_dir.display()
-                            )
+                            panic!("{}: nothing mounted at {}", manifest, rules_dir.display())
                         });
                     let volume = spec["volumes"]
                         .as_sequence()
@@ -500,7 +512,7 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
                         std::fs::write(rules.join(name(file)), text.as_str().unwrap()).unwrap();
                     }
                     turnstile_rules::load_dir(&rules)
-                        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                        .unwrap_or_else(|error| panic!("{}: {error}", manifest));
                     assert_eq!(
                         rules_map["data"]["edge.yaml"].as_str().unwrap(),
                         std::fs::read_to_string(
@@ -508,7 +520,7 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
                         )
                         .unwrap(),
                         "{}: the rules ConfigMap is deploy/ratelimit/edge.yaml",
-                        path.display()
+                        manifest
                     );
                 }
                 for probe in ["readinessProbe", "livenessProbe"] {
@@ -521,7 +533,7 @@ fn every_kubernetes_config_map_is_a_valid_configuration_mounted_where_it_is_read
                         assert!(
                             config.listen.ip().is_unspecified(),
                             "{}: probes need a reachable listener",
-                            path.display()
+                            manifest
                         );
                     }
                 }
@@ -739,17 +751,9 @@ fn the_dockerfile_pins_its_bases_names_its_group_and_probes_within_the_runtimes_
 /// that outlast the probe's own timeout; the sidecar a native one.
 #[test]
 fn kubernetes_pods_are_restricted_ready_through_outages_and_the_sidecar_is_native() {
-    let dir = workspace_root().join("deploy/kubernetes");
     let mut deployments = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&path).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let document = Value::deserialize(document).unwrap();
-            if document["kind"] != "Deployment" {
-                continue;
-            }
+    for (file, documents) in kubernetes_manifests() {
+        for document in documents.iter().filter(|d| d["kind"] == "Deployment") {
             deployments += 1;
             let spec = &document["spec"]["template"]["spec"];
             assert_eq!(
@@ -757,9 +761,7 @@ fn kubernetes_pods_are_restricted_ready_through_outages_and_the_sidecar_is_nativ
                 "{file}: seccomp"
             );
             assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{file}");
-            let init = spec["initContainers"].as_sequence().into_iter().flatten();
-            let containers = spec["containers"].as_sequence().unwrap().iter().chain(init);
-            for container in containers {
+            for container in pod_containers(spec) {
                 let image = container["image"].as_str().unwrap();
                 if image.starts_with("my-service") {
                     continue; // the user's app

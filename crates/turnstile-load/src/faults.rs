@@ -14,7 +14,7 @@ use turnstile_gateway::api::admin;
 use crate::client::Connection;
 use crate::engine::Target;
 use crate::scenario::{FaultAction, Scenario};
-use crate::timeline::{EventKind, TimelineHandle};
+use crate::timeline::{Event, EventKind, TimelineHandle};
 
 /// Whether the gateway accepted an injection, with its answer (or why there was none).
 pub type Injected = Result<String, String>;
@@ -38,6 +38,21 @@ pub async fn inject(
         }
         None => Err(format!("the admin API at {} did not answer", admin.url)),
     }
+}
+
+/// Marks an injection of `action` on `timeline`: accepted, with the gateway's answer, or
+/// refused, with why.
+pub fn mark(
+    timeline: &TimelineHandle,
+    kind: EventKind,
+    action: &FaultAction,
+    answer: &Injected,
+) -> Event {
+    let (ok, detail) = match answer {
+        Ok(detail) => (true, detail.clone()),
+        Err(why) => (false, why.clone()),
+    };
+    timeline.mark(kind, action.label(), ok, detail)
 }
 
 /// Fires the scenario's faults at their times (measured from `measure_from`, until `end`),
@@ -84,9 +99,7 @@ pub(crate) async fn inject_scheduled(
                     failed += 1;
                 }
             }
-            let ok = answer.is_ok();
-            let detail = answer.unwrap_or_else(|error| error);
-            timeline.mark(EventKind::ScenarioFault, action.label(), ok, detail);
+            mark(&timeline, EventKind::ScenarioFault, &action, &answer);
         }
     }
     (injected, failed)

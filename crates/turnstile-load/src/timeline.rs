@@ -199,7 +199,12 @@ impl TimelineHandle {
         })
     }
 
-    /// Whether the series has stopped (the gateway stopped answering).
+    /// Why the series stopped (the gateway stopped answering), if it has.
+    pub fn ended(&self) -> Option<String> {
+        self.with(|shared| shared.timeline.ended.clone())
+    }
+
+    /// Whether the series has stopped.
     pub fn has_ended(&self) -> bool {
         self.with(|shared| shared.timeline.ended.is_some())
     }

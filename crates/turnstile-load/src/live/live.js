@@ -231,7 +231,7 @@ function renderBackend(backend, tMax, running) {
   ] });
   drawChart(section.querySelector(".chart.dropped"), { ...common, integer: true, empty: "nothing dropped", lines: reasons.map((reason, i) => ({
     color: DROP_COLORS[i % DROP_COLORS.length],
-    points: samples.map((s) => [s.t, (s.outcomes.dropped[reason] || 0) / sampleSeconds(samples, s)]),
+    points: samples.map((s, i) => [s.t, (s.outcomes.dropped[reason] || 0) / sampleSeconds(samples, i)]),
   })) });
 
   const events = section.querySelector(".events");
@@ -245,10 +245,10 @@ function renderBackend(backend, tMax, running) {
   }
 }
 
-function sampleSeconds(samples, sample) {
-  const index = samples.indexOf(sample);
+// The length of sample `index`'s interval (the last may be shorter than a second).
+function sampleSeconds(samples, index) {
   const before = index > 0 ? samples[index - 1].t : 0;
-  return Math.max(1e-3, sample.t - before);
+  return Math.max(1e-3, samples[index].t - before);
 }
 
 function render(state) {

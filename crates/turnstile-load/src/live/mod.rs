@@ -207,7 +207,7 @@ impl Hub {
             if backend.admin.is_none() {
                 return Err(LiveError::NoAdmin(label.to_owned()));
             }
-            if let Some(reason) = backend.timeline.snapshot().ended {
+            if let Some(reason) = backend.timeline.ended() {
                 return Err(LiveError::Gone {
                     label: label.to_owned(),
                     reason,
@@ -316,17 +316,17 @@ async fn inject(
         &request.action,
     )
     .await;
-    let ok = answer.is_ok();
-    let label = request.action.label();
-    let detail = answer.clone().unwrap_or_else(|error| error);
-    let event = backend
-        .timeline
-        .mark(EventKind::LiveFault, label.clone(), ok, detail);
+    let event = faults::mark(
+        &backend.timeline,
+        EventKind::LiveFault,
+        &request.action,
+        &answer,
+    );
     match answer {
         Ok(_) => Ok(Json(event).into_response()),
         Err(answer) => Err(LiveError::Refused {
             label: backend.label,
-            action: label,
+            action: event.label,
             answer,
         }),
     }
